@@ -1,0 +1,40 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test venv deps system-deps migrate demo-user bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Re-installs only when a requirements file changed.
+$(VENV)/.deps: requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+deps: $(VENV)/.deps
+
+system-deps:
+	bash scripts/system-deps.sh
+
+migrate: deps
+	$(PY) manage.py migrate --noinput
+
+demo-user: migrate
+	$(PY) manage.py shell -c "from django.contrib.auth.models import User; u = User.objects.filter(username='demo').first() or User.objects.create_superuser('demo', 'demo@example.com', 'demo-password'); print('\nDemo login: demo / demo-password  ->  http://$(HOST):$(PORT)/\n')"
+
+run: demo-user
+	$(PY) -m daphne -b $(HOST) -p $(PORT) project.asgi:application
+
+test: deps system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: deps system-deps
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build db.sqlite3 .pytest_cache .hypothesis

@@ -1,0 +1,35 @@
+"""realtime: live notifications from any Django code to the browser, with none lost.
+
+Publish with :func:`realtime.notify` (or ``await realtime.anotify(...)``).
+"""
+
+from .exceptions import (
+    EnvelopeError,
+    MessageTooLarge,
+    RealtimeConfigError,
+    RealtimeError,
+    StreamNameError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "notify",
+    "anotify",
+    "reset_stream",
+    "EnvelopeError",
+    "MessageTooLarge",
+    "RealtimeConfigError",
+    "RealtimeError",
+    "StreamNameError",
+]
+
+
+def __getattr__(name):
+    # The API imports models; load it on first use so importing the package in
+    # settings or INSTALLED_APPS does not need the app registry.
+    if name in ("notify", "anotify", "reset_stream"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'realtime' has no attribute {name!r}")

@@ -1,0 +1,187 @@
+"""What applications call: :func:`notify` and its async twin :func:`anotify`."""
+
+import asyncio
+import logging
+import uuid
+from functools import partial
+
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import transaction
+
+from . import envelope, hub, store
+from .conf import setting
+from .exceptions import EnvelopeError, RealtimeError
+from .store import Published
+from .streams import group_name, resolve_targets, user_stream, validate_stream
+
+__all__ = ["notify", "anotify", "reset_stream", "disconnect_user", "adisconnect_user", "Published"]
+
+logger = logging.getLogger("realtime")
+
+#: Provisional seq used to check the size of an envelope before its seq exists.
+_WIDEST_SEQ = 10**18
+
+_warned = set()
+
+
+def notify(target, type, payload=None, *, persist=True, idempotency_key=None):
+    """Publish a message of ``type`` with ``payload`` to ``target``.
+
+    ``target`` is a stream name (``"broadcast"``, ``"orders"``, ``"project:12"``),
+    a user (their private stream), or a list of those. ``payload`` is a dict;
+    datetimes, Decimals and UUIDs are converted, anything else JSON cannot carry
+    raises :class:`~realtime.exceptions.EnvelopeError` naming its path.
+
+    With ``persist=True`` (the default) the message is appended to each stream's
+    log with the next ``seq``, so clients that were away receive it when they
+    come back. ``persist=False`` sends an ephemeral message (``seq`` null, never
+    replayed) for high-rate, disposable updates. The same ``idempotency_key``
+    on a stream yields the first message again and publishes nothing new.
+
+    Inside ``transaction.atomic()`` the push happens when the outermost block
+    commits, so a rolled-back change notifies nobody. If the channel layer is
+    unreachable the message is still stored, the failure is logged, and
+    connected clients recover it on their next heartbeat.
+
+    Returns a :class:`~realtime.store.Published` (``stream``, ``seq``, ``id``,
+    ``text``) for a single target, or a list of them for a list of targets.
+    """
+    _refuse_event_loop()
+    streams = resolve_targets(target)
+    envelope.validate_type(type)
+    payload_json = envelope.encode_payload(payload)
+    limit = setting("MAX_MESSAGE_SIZE")
+    envelope.check_size(
+        envelope.build(type, max(streams, key=len), _WIDEST_SEQ, payload_json, id="0" * 32),
+        limit,
+    )
+    if not persist:
+        if idempotency_key is not None:
+            raise EnvelopeError("idempotency_key needs persist=True: ephemeral messages are not stored.")
+        message_id = uuid.uuid4().hex
+        results = [
+            Published(name, None, message_id, envelope.build(type, name, None, payload_json, id=message_id))
+            for name in streams
+        ]
+        using = store.db_alias()
+        transaction.on_commit(partial(_push, results), using=using)
+    else:
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 200:
+                raise EnvelopeError("idempotency_key must be a string of 1-200 characters.")
+        using = store.db_alias()
+        with transaction.atomic(using=using):
+            # A fixed lock order keeps two multi-stream publishers from deadlocking.
+            by_name = {
+                name: store.append(name, type, payload_json, idempotency_key=idempotency_key, using=using)
+                for name in sorted(streams)
+            }
+            results = [by_name[name] for name in streams]
+            fresh = [r for r in results if r.created]
+            if fresh:
+                transaction.on_commit(partial(_push, fresh), using=using)
+    return results if isinstance(target, (list, tuple, set, frozenset)) else results[0]
+
+
+async def anotify(target, type, payload=None, *, persist=True, idempotency_key=None):
+    """Async twin of :func:`notify`, for consumers and async views."""
+    return await sync_to_async(notify, thread_sensitive=True)(
+        target, type, payload, persist=persist, idempotency_key=idempotency_key
+    )
+
+
+def reset_stream(name):
+    """Forget a stream's history and start its seqs again from 1.
+
+    Connected clients and clients that come back with old seqs are sent a
+    ``resync`` for it. Returns True if the stream existed.
+    """
+    _refuse_event_loop()
+    epoch = store.reset(validate_stream(name))
+    if epoch is None:
+        return False
+    _push_layer(
+        [{"type": hub.RESET_TYPE, "stream": name, "epoch": epoch}], [name]
+    )
+    return True
+
+
+def disconnect_user(user, code=4401):
+    """Close every open socket of ``user`` (a user or a pk), on every server process.
+
+    Used on logout and deactivation; the bundled client does not reconnect
+    after 4401. Works across processes only with a shared channel layer.
+    """
+    _refuse_event_loop()
+    pk = getattr(user, "pk", user)
+    stream = user_stream(pk)
+    _push_layer([{"type": hub.REVOKE_TYPE, "stream": stream, "user": pk, "code": code}], [stream])
+
+
+async def adisconnect_user(user, code=4401):
+    """Async twin of :func:`disconnect_user`."""
+    await sync_to_async(disconnect_user, thread_sensitive=True)(user, code)
+
+
+def _refuse_event_loop():
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RealtimeError(
+        "notify() was called from async code (an event loop is running in this "
+        "thread). Use 'await realtime.anotify(...)' instead."
+    )
+
+
+def _push(results):
+    _push_layer(
+        [
+            {"type": hub.MESSAGE_TYPE, "stream": r.stream, "seq": r.seq, "text": r.text}
+            for r in results
+        ],
+        [r.stream for r in results],
+    )
+
+
+def _push_layer(messages, streams):
+    layer = get_channel_layer(setting("CHANNEL_LAYER"))
+    if layer is None:
+        _warn_once(
+            "no-layer",
+            "realtime: no channel layer %r is configured (CHANNEL_LAYERS); messages are "
+            "stored but only reach clients on their next heartbeat.",
+            setting("CHANNEL_LAYER"),
+        )
+        return
+    if isinstance(layer, InMemoryChannelLayer) and not hub.serving():
+        _warn_once(
+            "in-memory",
+            "realtime: message stored but not pushed live: the InMemoryChannelLayer only "
+            "reaches WebSocket clients served by this same process, and this process "
+            "serves none. Configure channels_redis (set REDIS_URL in the demo project) "
+            "to publish from other processes; connected clients still pick the message "
+            "up from the log on their next heartbeat.",
+        )
+        return
+    try:
+        async_to_sync(_group_send_all)(layer, messages, streams)
+    except Exception:
+        logger.warning(
+            "realtime: channel layer unreachable; %d message(s) stored but not pushed "
+            "live (clients recover them from the log on their next heartbeat).",
+            len(messages),
+            exc_info=True,
+        )
+
+
+async def _group_send_all(layer, messages, streams):
+    for message, stream in zip(messages, streams):
+        await layer.group_send(group_name(stream), message)
+
+
+def _warn_once(key, message, *args):
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message, *args)

@@ -1,0 +1,298 @@
+"""Per-process fan-out from the channel layer to this process's open sockets.
+
+The Channels tutorial gives every consumer its own layer channel, so a message
+to N clients is N layer deliveries, N queue wake-ups and N handler dispatches.
+Here each server process (each event loop) has one :class:`Hub` with one layer
+channel. It joins the group of every stream that has a local subscriber and,
+for each message, writes the already encoded text to the local sockets.
+
+The hub also keeps the log's promise on the live path: it tracks the last seq
+it fanned out per stream and fills any gap (a message the layer dropped over
+capacity, or published while Redis was away) from the database before going
+on, and a short while after live traffic it checks the log for a dropped tail.
+"""
+
+import asyncio
+import logging
+import time
+import weakref
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from . import store
+from .conf import setting
+from .streams import group_name
+
+logger = logging.getLogger("realtime")
+
+MESSAGE_TYPE = "realtime.message"
+RESET_TYPE = "realtime.reset"
+REVOKE_TYPE = "realtime.revoke"
+
+#: Group memberships are re-asserted this often: a Redis restart or failover
+#: forgets them, and channels-redis expires them after ``group_expiry``.
+REJOIN_INTERVAL = 600.0
+
+#: Pongs share one database read of stream heads per this many seconds.
+HEADS_TTL = 0.5
+
+_hubs = weakref.WeakKeyDictionary()
+_running = 0
+
+
+def serving():
+    """True if a hub is running in this process (so an in-process layer reaches clients)."""
+    return _running > 0
+
+
+def get_hub():
+    """The hub of the running event loop, created on first use."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub(get_channel_layer(setting("CHANNEL_LAYER")))
+    return hub
+
+
+class Hub:
+    """Fans layer messages out to subscribed consumers of one event loop.
+
+    A subscriber is any object with ``async deliver(stream, seq, text)``.
+    """
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.channel = None
+        self.subscribers = {}
+        self.last = {}
+        self._membership = asyncio.Lock()
+        self._fanout = asyncio.Lock()
+        self._task = None
+        self._stale = False
+        self._dirty = set()
+        self._sweep_handle = None
+        self._heads = {}
+
+    # Membership -------------------------------------------------------------
+
+    async def subscribe(self, consumer, stream):
+        """Add ``consumer`` to ``stream``; on return, every later commit reaches it."""
+        async with self._membership:
+            subs = self.subscribers.get(stream)
+            if subs is None:
+                await self._start()
+                if self.layer is not None:
+                    await self.layer.group_add(group_name(stream), self.channel)
+                heads = await database_sync_to_async(store.heads)([stream])
+                self.last[stream] = heads[stream][0]
+                subs = self.subscribers[stream] = set()
+            subs.add(consumer)
+
+    async def unsubscribe(self, consumer, stream):
+        """Remove ``consumer`` from ``stream``; the last one out leaves the group."""
+        async with self._membership:
+            subs = self.subscribers.get(stream)
+            if subs is None:
+                return
+            subs.discard(consumer)
+            if subs:
+                return
+            del self.subscribers[stream]
+            self.last.pop(stream, None)
+            self._heads.pop(stream, None)
+            if self.layer is not None and not self._stale:
+                try:
+                    await self.layer.group_discard(group_name(stream), self.channel)
+                except Exception:
+                    # The group expires on its own; a dead layer must not block a disconnect.
+                    logger.warning("realtime: group_discard failed for %s", stream, exc_info=True)
+            if not self.subscribers:
+                await self._stop()
+
+    async def _start(self):
+        global _running
+        if self._task is not None:
+            return
+        if self.layer is not None:
+            self.channel = await self.layer.new_channel(prefix="realtime-hub.")
+        self._task = asyncio.create_task(self._run(), name="realtime-hub")
+        _running += 1
+
+    async def _stop(self):
+        global _running
+        task, self._task = self._task, None
+        if task is None:
+            return
+        _running -= 1
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
+        self._dirty.clear()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    # Receiving --------------------------------------------------------------
+
+    async def _run(self):
+        if self.layer is None:
+            return
+        backoff = 0.25
+        next_rejoin = time.monotonic() + REJOIN_INTERVAL
+        while True:
+            try:
+                if self._stale or time.monotonic() > next_rejoin:
+                    await self._rejoin()
+                    next_rejoin = time.monotonic() + REJOIN_INTERVAL
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if not self._stale:
+                    logger.warning(
+                        "realtime: channel layer receive failed; retrying and then "
+                        "catching up from the log.",
+                        exc_info=True,
+                    )
+                self._stale = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.25
+            try:
+                await self.handle(message)
+            except Exception:
+                logger.exception("realtime: failed to fan out a layer message")
+
+    async def _rejoin(self):
+        async with self._membership:
+            streams = list(self.subscribers)
+            for stream in streams:
+                await self.layer.group_add(group_name(stream), self.channel)
+        if self._stale:
+            logger.info("realtime: channel layer is back; catching up %d stream(s)", len(streams))
+            self._stale = False
+            await self.catch_up(streams)
+
+    async def handle(self, message):
+        """Fan one layer message out to local subscribers, filling any gap first."""
+        if message.get("type") == RESET_TYPE:
+            await self._reset(message.get("stream"), message.get("epoch"))
+            return
+        if message.get("type") == REVOKE_TYPE:
+            for consumer in tuple(self.subscribers.get(message.get("stream"), ())):
+                await consumer.revoke(message.get("user"), message.get("code"))
+            return
+        if message.get("type") != MESSAGE_TYPE:
+            # Channels' own consumers raise here and close every socket in the
+            # group; an unexpected message must cost one log line, not the sockets.
+            logger.warning("realtime: ignoring layer message of type %r", message.get("type"))
+            return
+        stream, seq, text = message.get("stream"), message.get("seq"), message.get("text")
+        if stream not in self.subscribers or not isinstance(text, str):
+            return
+        if seq is None:
+            await self._fan_out(stream, None, text)
+            return
+        async with self._fanout:
+            last = self.last.get(stream)
+            if last is None or seq <= last:
+                return
+            if seq > last + 1:
+                await self._fill(stream, upto=seq - 1)
+            if seq == self.last.get(stream, seq) + 1:
+                self.last[stream] = seq
+                await self._fan_out(stream, seq, text)
+        self._note(stream, seq)
+        self._schedule_sweep(stream)
+
+    async def _reset(self, stream, epoch):
+        if stream not in self.subscribers:
+            return
+        async with self._fanout:
+            self.last[stream] = 0
+            self._heads.pop(stream, None)
+            for consumer in tuple(self.subscribers.get(stream, ())):
+                try:
+                    await consumer.reset(stream, epoch)
+                except Exception:
+                    logger.exception("realtime: reset of one connection failed")
+
+    async def _fan_out(self, stream, seq, text):
+        for consumer in tuple(self.subscribers.get(stream, ())):
+            try:
+                await consumer.deliver(stream, seq, text)
+            except Exception:
+                logger.exception("realtime: delivery to one connection failed")
+
+    async def _fill(self, stream, upto=None):
+        """Read what this process has not fanned out yet from the log and fan it out."""
+        batch = setting("REPLAY_BATCH")
+        while stream in self.last:
+            last = self.last[stream]
+            limit = batch if upto is None else min(batch, upto - last)
+            if limit <= 0:
+                return
+            rows = await database_sync_to_async(store.read_after)(stream, last, limit)
+            for seq, text in rows:
+                if stream not in self.last:
+                    return
+                # A jump here means those seqs were pruned; each consumer notices
+                # the jump and sends its client a resync.
+                self.last[stream] = seq
+                await self._fan_out(stream, seq, text)
+            if len(rows) < limit:
+                return
+
+    # Catching up with the log ----------------------------------------------
+
+    def _schedule_sweep(self, stream):
+        self._dirty.add(stream)
+        if self._sweep_handle is None:
+            loop = asyncio.get_running_loop()
+            self._sweep_handle = loop.call_later(setting("SWEEP_DELAY"), self._sweep)
+
+    def _sweep(self):
+        self._sweep_handle = None
+        streams, self._dirty = self._dirty, set()
+        if streams and self._task is not None:
+            task = asyncio.ensure_future(self.catch_up(streams))
+            task.add_done_callback(_log_failure)
+
+    async def catch_up(self, streams):
+        """Fan out whatever the log holds beyond what this process has sent."""
+        streams = [s for s in streams if s in self.subscribers]
+        if not streams:
+            return
+        heads = await database_sync_to_async(store.heads)(streams)
+        for stream in streams:
+            self._note(stream, heads[stream][0], heads[stream][1])
+            if heads[stream][0] > self.last.get(stream, heads[stream][0]):
+                async with self._fanout:
+                    await self._fill(stream)
+
+    # Stream heads for pongs ------------------------------------------------
+
+    def _note(self, stream, seq, epoch=None):
+        cached = self._heads.get(stream)
+        if cached is not None and seq >= cached[0]:
+            self._heads[stream] = (seq, epoch or cached[1], cached[2])
+
+    async def heads(self, streams):
+        """``{stream: (last_seq, epoch)}``, sharing one database read among callers."""
+        now = time.monotonic()
+        missing = [s for s in streams if s not in self._heads or now - self._heads[s][2] > HEADS_TTL]
+        if missing:
+            fresh = await database_sync_to_async(store.heads)(missing)
+            now = time.monotonic()
+            for stream, (seq, epoch) in fresh.items():
+                self._heads[stream] = (seq, epoch, now)
+        return {s: self._heads[s][:2] if s in self._heads else (0, "") for s in streams}
+
+
+def _log_failure(task):
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("realtime: catching up from the log failed", exc_info=task.exception())

@@ -1,0 +1,84 @@
+import os
+import uuid
+
+import pytest
+from channels.layers import channel_layers
+
+from tests.procs import DaphneServer, RedisServer
+
+
+@pytest.fixture(autouse=True)
+def _fresh_layers():
+    """Each test starts with new channel layer instances (the in-memory one holds state)."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A Redis for the session: REDIS_URL if given, else a private redis-server on a free port.
+
+    Tests isolate themselves with a unique key prefix and never flush it.
+    """
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A private redis-server this test may stop and restart."""
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def layer_prefix():
+    return f"rt{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def redis_layer_settings(redis_url, layer_prefix, settings):
+    """Point this process's channel layer at the session Redis."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": redis_url, "socket_timeout": None, "max_connections": 1000}],
+                "prefix": layer_prefix,
+            },
+        }
+    }
+    channel_layers.backends.clear()
+    return settings
+
+
+@pytest.fixture
+def daphne_factory(tmp_path, settings):
+    """Start daphne processes sharing this test's database; all are stopped at the end."""
+    started = []
+    tmp = os.path.dirname(settings.DATABASES["default"]["TEST"]["NAME"]) if "TEST" in settings.DATABASES["default"] else str(tmp_path)
+
+    def start(env=None, name="daphne", app="project.asgi:application", port=None):
+        server = DaphneServer(
+            tmp_path,
+            {"DJANGO_SETTINGS_MODULE": "tests.e2e_settings", "REALTIME_TEST_TMP": tmp, **(env or {})},
+            name=name,
+            app=app,
+            port=port,
+        )
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,32 @@
+"""Settings for daphne and publisher processes started by the end-to-end tests.
+
+They share the test database that pytest-django created, and the channel layer
+named by the environment (REDIS_URL, or the in-memory layer without it).
+"""
+
+import json
+import os
+
+from tests.settings import *  # noqa: F401,F403
+from tests.settings import DATABASES
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["NAME"] = DATABASES["default"]["TEST"]["NAME"]
+else:
+    DATABASES["default"]["NAME"] = DATABASES["default"].get("TEST", {}).get("NAME") or (
+        "test_" + DATABASES["default"]["NAME"]
+    )
+
+if os.environ.get("REDIS_URL"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": None, "max_connections": 1000}],
+                "prefix": os.environ.get("REALTIME_REDIS_PREFIX", "asgi"),
+            },
+        }
+    }
+
+# Tests pass extra REALTIME keys (short heartbeats, small limits) as JSON.
+REALTIME = {"SWEEP_DELAY": 0.2, **json.loads(os.environ.get("REALTIME_JSON", "{}"))}

@@ -1,0 +1,19 @@
+"""Settings for the test suite: the demo project with test-friendly overrides."""
+
+import os
+import tempfile
+
+from project.settings import *  # noqa: F401,F403
+from project.settings import DATABASES
+
+_tmp = os.environ.get("REALTIME_TEST_TMP") or tempfile.mkdtemp(prefix="realtime-tests-")
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not shared-cache memory: SQLite's shared cache takes table locks
+    # that ignore the busy timeout, and the concurrency tests need real locking.
+    DATABASES["default"]["NAME"] = os.path.join(_tmp, "db.sqlite3")
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(_tmp, "test.sqlite3")}
+
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+REALTIME = {"SWEEP_DELAY": 0.2}
