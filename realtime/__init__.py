@@ -17,6 +17,8 @@ __all__ = [
     "notify",
     "anotify",
     "reset_stream",
+    "disconnect_user",
+    "adisconnect_user",
     "EnvelopeError",
     "MessageTooLarge",
     "RealtimeConfigError",
@@ -28,7 +30,7 @@ __all__ = [
 def __getattr__(name):
     # The API imports models; load it on first use so importing the package in
     # settings or INSTALLED_APPS does not need the app registry.
-    if name in ("notify", "anotify", "reset_stream"):
+    if name in ("notify", "anotify", "reset_stream", "disconnect_user", "adisconnect_user"):
         from . import api
 
         return getattr(api, name)

@@ -5,11 +5,11 @@ import logging
 import uuid
 from functools import partial
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
-from . import envelope, hub, store
+from . import envelope, hub, sender, store
 from .conf import setting
 from .exceptions import EnvelopeError, RealtimeError
 from .store import Published
@@ -166,7 +166,7 @@ def _push_layer(messages, streams):
         )
         return
     try:
-        async_to_sync(_group_send_all)(layer, messages, streams)
+        sender.run(layer, _group_send_all, layer, messages, streams)
     except Exception:
         logger.warning(
             "realtime: channel layer unreachable; %d message(s) stored but not pushed "

@@ -197,6 +197,11 @@ class Hub:
         if seq is None:
             await self._fan_out(stream, None, text)
             return
+        # Every persisted message, duplicates included, re-arms the sweep: when
+        # the layer drops the tail of a burst, the last message that did arrive
+        # may be one a previous fill already sent.
+        self._schedule_sweep(stream)
+        self._note(stream, seq)
         async with self._fanout:
             last = self.last.get(stream)
             if last is None or seq <= last:
@@ -206,8 +211,6 @@ class Hub:
             if seq == self.last.get(stream, seq) + 1:
                 self.last[stream] = seq
                 await self._fan_out(stream, seq, text)
-        self._note(stream, seq)
-        self._schedule_sweep(stream)
 
     async def _reset(self, stream, epoch):
         if stream not in self.subscribers:
@@ -273,6 +276,8 @@ class Hub:
             if heads[stream][0] > self.last.get(stream, heads[stream][0]):
                 async with self._fanout:
                     await self._fill(stream)
+                # The log was ahead of the layer: more may be in flight or lost.
+                self._schedule_sweep(stream)
 
     # Stream heads for pongs ------------------------------------------------
 

@@ -4,7 +4,7 @@ import os
 import tempfile
 
 from project.settings import *  # noqa: F401,F403
-from project.settings import DATABASES
+from project.settings import DATABASES, INSTALLED_APPS
 
 _tmp = os.environ.get("REALTIME_TEST_TMP") or tempfile.mkdtemp(prefix="realtime-tests-")
 
@@ -13,6 +13,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # that ignore the busy timeout, and the concurrency tests need real locking.
     DATABASES["default"]["NAME"] = os.path.join(_tmp, "db.sqlite3")
     DATABASES["default"]["TEST"] = {"NAME": os.path.join(_tmp, "test.sqlite3")}
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,388 @@
+"""The consumer through Channels' WebsocketCommunicator: protocol, replay, healing, bad input."""
+
+import asyncio
+import json
+from urllib.parse import quote
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser, User
+from django.db import transaction
+
+from realtime import adisconnect_user, anotify, store
+from realtime.api import reset_stream
+from realtime.envelope import encode_payload
+from realtime.routing import websocket_urlpatterns
+from realtime.streams import group_name
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+app = URLRouter(websocket_urlpatterns)
+
+
+def allow_orders(user, stream):
+    return stream in ("broadcast", "orders", "project:1") or stream == f"user:{user.pk}"
+
+
+@pytest.fixture
+def make_user():
+    async def make(name="alice", **extra):
+        return await sync_to_async(User.objects.create_user)(name, **extra)
+
+    return make
+
+
+class Client:
+    def __init__(self, communicator):
+        self.c = communicator
+
+    async def recv(self, timeout=2):
+        return json.loads(await self.c.receive_from(timeout))
+
+    async def send(self, frame):
+        await self.c.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def messages(self, count, timeout=2):
+        return [await self.recv(timeout) for _ in range(count)]
+
+    async def nothing(self, timeout=0.3):
+        assert await self.c.receive_nothing(timeout), "expected no frame"
+
+    async def close_code(self, timeout=2):
+        output = await self.c.receive_output(timeout)
+        assert output["type"] == "websocket.close", output
+        return output.get("code")
+
+
+@pytest.fixture
+async def connect():
+    opened = []
+
+    async def connect(user, resume=None, expect_welcome=True):
+        path = "/ws/realtime/"
+        if resume is not None:
+            path += "?resume=" + quote(json.dumps(resume))
+        communicator = WebsocketCommunicator(app, path)
+        communicator.scope["user"] = user
+        connected, _ = await communicator.connect()
+        assert connected
+        opened.append(communicator)
+        client = Client(communicator)
+        if expect_welcome:
+            client.welcome = await client.recv()
+            assert client.welcome["type"] == "welcome"
+        return client
+
+    yield connect
+    for communicator in opened:
+        await communicator.disconnect()
+
+
+async def store_only(stream, type_="t", payload=None):
+    """Append to the log without pushing: what a dropped layer message looks like."""
+
+    def work():
+        with transaction.atomic():
+            return store.append(stream, type_, encode_payload(payload or {}))
+
+    return await sync_to_async(work)()
+
+
+def seqs(frames):
+    return [f["seq"] for f in frames]
+
+
+# Connecting ---------------------------------------------------------------
+
+
+async def test_welcome_lists_default_streams_and_heartbeat(connect, make_user):
+    user = await make_user()
+    await anotify("broadcast", "t")
+    client = await connect(user)
+    payload = client.welcome["payload"]
+    assert payload["streams"] == {"broadcast": 1, f"user:{user.pk}": 0}
+    assert payload["heartbeat"] == 25000 and payload["protocol"] == 1 and payload["user"] == user.pk
+    assert payload["epochs"]["broadcast"] and payload["epochs"][f"user:{user.pk}"] == ""
+
+
+async def test_staff_also_join_the_staff_stream(connect, make_user):
+    client = await connect(await make_user(is_staff=True))
+    assert "staff" in client.welcome["payload"]["streams"]
+
+
+async def test_anonymous_is_closed_with_4401(connect):
+    client = await connect(AnonymousUser(), expect_welcome=False)
+    assert await client.close_code() == 4401
+
+
+async def test_anonymous_allowed_gets_broadcast_only(connect, settings):
+    settings.REALTIME = {"ALLOW_ANONYMOUS": True}
+    client = await connect(AnonymousUser())
+    assert list(client.welcome["payload"]["streams"]) == ["broadcast"]
+    await anotify("broadcast", "hello")
+    assert (await client.recv())["type"] == "hello"
+
+
+# Live delivery ------------------------------------------------------------
+
+
+async def test_live_messages_arrive_in_order_with_the_stored_text(connect, make_user):
+    user = await make_user()
+    client = await connect(user)
+    sent = [await anotify(user, "dm", {"n": n, "s": "你好 🎉"}) for n in range(5)]
+    frames = await client.messages(5)
+    assert [f["payload"]["n"] for f in frames] == list(range(5))
+    assert seqs(frames) == [1, 2, 3, 4, 5]
+    assert [json.dumps(f, ensure_ascii=False, separators=(",", ":")) for f in frames] == [r.text for r in sent]
+
+
+async def test_ephemeral_messages_pass_through(connect, make_user):
+    client = await connect(await make_user())
+    await anotify("broadcast", "cursor", {"x": 1}, persist=False)
+    frame = await client.recv()
+    assert frame["type"] == "cursor" and frame["seq"] is None
+
+
+async def test_a_dropped_layer_message_is_filled_from_the_log(connect, make_user):
+    client = await connect(await make_user())
+    await anotify("broadcast", "t", {"n": 1})
+    await store_only("broadcast", payload={"n": 2})  # the layer "lost" this one
+    await anotify("broadcast", "t", {"n": 3})
+    frames = await client.messages(3)
+    assert [f["payload"]["n"] for f in frames] == [1, 2, 3]
+    await client.nothing()
+
+
+async def test_a_duplicated_layer_message_is_delivered_once(connect, make_user):
+    client = await connect(await make_user())
+    result = await anotify("broadcast", "t")
+    await client.recv()
+    layer = get_channel_layer()
+    await layer.group_send(
+        group_name("broadcast"),
+        {"type": "realtime.message", "stream": "broadcast", "seq": result.seq, "text": result.text},
+    )
+    await client.nothing()
+
+
+async def test_a_lost_tail_is_healed_by_the_hub_sweep(connect, make_user):
+    client = await connect(await make_user())
+    await anotify("broadcast", "t", {"n": 1})
+    await store_only("broadcast", payload={"n": 2})  # last of a burst, dropped
+    frames = await client.messages(2, timeout=3)
+    assert [f["payload"]["n"] for f in frames] == [1, 2]
+
+
+async def test_a_duplicate_after_a_lost_tail_still_triggers_the_sweep(connect, make_user):
+    client = await connect(await make_user())
+    first = await anotify("broadcast", "t", {"n": 1})
+    await client.recv()
+    await asyncio.sleep(0.5)  # the sweep armed by message 1 has run and found nothing
+    await store_only("broadcast", payload={"n": 2})  # dropped by the layer
+    # All that reaches the hub afterwards is a late duplicate of message 1.
+    await get_channel_layer().group_send(
+        group_name("broadcast"),
+        {"type": "realtime.message", "stream": "broadcast", "seq": first.seq, "text": first.text},
+    )
+    frame = await client.recv(timeout=2)
+    assert frame["seq"] == 2
+
+
+async def test_a_ping_heals_a_loss_before_the_pong(connect, make_user):
+    client = await connect(await make_user())
+    await store_only("broadcast", payload={"n": 1})  # published while the layer was down
+    await client.send({"type": "ping", "id": 7})
+    frames = await client.messages(2)
+    assert frames[0]["seq"] == 1 and frames[0]["stream"] == "broadcast"
+    assert frames[1]["type"] == "pong"
+    assert frames[1]["payload"]["id"] == 7
+    assert frames[1]["payload"]["streams"]["broadcast"] == 1
+
+
+async def test_unexpected_layer_message_does_not_close_anything(connect, make_user):
+    client = await connect(await make_user())
+    await get_channel_layer().group_send(group_name("broadcast"), {"type": "chat.message", "text": "hi"})
+    await anotify("broadcast", "t")
+    assert (await client.recv())["type"] == "t"
+
+
+# Resume and resync --------------------------------------------------------
+
+
+async def test_resume_replays_exactly_the_missed_messages_then_live(connect, make_user):
+    user = await make_user()
+    for n in range(1, 6):
+        await anotify("broadcast", "t", {"n": n})
+    client = await connect(user, resume={"streams": {"broadcast": 2}})
+    assert client.welcome["payload"]["streams"]["broadcast"] == 2
+    await anotify("broadcast", "t", {"n": 6})
+    frames = await client.messages(4)
+    assert seqs(frames) == [3, 4, 5, 6]
+    await client.nothing()
+
+
+async def test_resume_beyond_retention_sends_resync_first(connect, make_user):
+    user = await make_user()
+    for _ in range(10):
+        await anotify("broadcast", "t")
+    await sync_to_async(store.prune)(max_count=3)
+    client = await connect(user, resume={"streams": {"broadcast": 2}})
+    resync = await client.recv()
+    assert resync["type"] == "resync"
+    assert resync["payload"] == {
+        "stream": "broadcast", "seq": 7, "epoch": client.welcome["payload"]["epochs"]["broadcast"], "reason": "pruned"
+    }
+    assert seqs(await client.messages(3)) == [8, 9, 10]
+
+
+async def test_resume_with_a_stale_epoch_resyncs_to_the_head(connect, make_user):
+    user = await make_user()
+    for _ in range(3):
+        await anotify("broadcast", "t")
+    client = await connect(user, resume={"streams": {"broadcast": 1}, "epochs": {"broadcast": "oldepoch"}})
+    resync = await client.recv()
+    assert resync["type"] == "resync" and resync["payload"]["reason"] == "epoch" and resync["payload"]["seq"] == 3
+    await anotify("broadcast", "t")
+    assert (await client.recv())["seq"] == 4
+
+
+async def test_resume_from_the_future_resyncs(connect, make_user):
+    client = await connect(await make_user(), resume={"streams": {"broadcast": 99}})
+    resync = await client.recv()
+    assert resync["payload"]["reason"] == "ahead" and resync["payload"]["seq"] == 0
+
+
+async def test_resume_frame_on_an_open_connection_resends_from_the_given_seq(connect, make_user):
+    client = await connect(await make_user())
+    for _ in range(3):
+        await anotify("broadcast", "t")
+    assert seqs(await client.messages(3)) == [1, 2, 3]
+    await client.send({"type": "resume", "streams": {"broadcast": 1}})
+    assert seqs(await client.messages(2)) == [2, 3]
+
+
+async def test_invalid_resume_query_is_reported_and_the_connection_works(connect, make_user):
+    user = await make_user()
+    communicator = WebsocketCommunicator(app, "/ws/realtime/?resume=%7Bnot-json")
+    communicator.scope["user"] = user
+    assert (await communicator.connect())[0]
+    client = Client(communicator)
+    assert (await client.recv())["type"] == "welcome"
+    error = await client.recv()
+    assert error["type"] == "error" and error["payload"]["code"] == "invalid_resume"
+    await communicator.disconnect()
+
+
+async def test_reset_stream_resyncs_connected_clients(connect, make_user):
+    client = await connect(await make_user())
+    await anotify("broadcast", "t")
+    await client.recv()
+    await sync_to_async(reset_stream)("broadcast")
+    resync = await client.recv()
+    assert resync["type"] == "resync" and resync["payload"]["reason"] == "reset" and resync["payload"]["seq"] == 0
+    await anotify("broadcast", "t")
+    assert (await client.recv())["seq"] == 1
+
+
+# Subscriptions ------------------------------------------------------------
+
+
+async def test_a_user_cannot_read_another_users_stream(connect, make_user):
+    alice, bob = await make_user("alice"), await make_user("bob")
+    client = await connect(alice)
+    await client.send({"type": "subscribe", "stream": f"user:{bob.pk}"})
+    error = await client.recv()
+    assert error["type"] == "error" and error["payload"]["code"] == "forbidden"
+    await anotify(bob, "secret")
+    await client.nothing()
+
+
+async def test_subscribe_with_the_authorize_hook_and_since(connect, make_user, settings):
+    settings.REALTIME = {"AUTHORIZE": "tests.test_consumers.allow_orders"}
+    for n in range(3):
+        await anotify("orders", "t", {"n": n})
+    client = await connect(await make_user())
+    await client.send({"type": "subscribe", "stream": "orders", "since": 1})
+    subscribed = await client.recv()
+    assert subscribed["type"] == "subscribed" and subscribed["payload"]["seq"] == 1
+    assert seqs(await client.messages(2)) == [2, 3]
+    await client.send({"type": "unsubscribe", "stream": "orders"})
+    assert (await client.recv())["type"] == "unsubscribed"
+    await anotify("orders", "t")
+    await client.nothing()
+
+
+async def test_stream_limit_per_connection(connect, make_user, settings):
+    settings.REALTIME = {"AUTHORIZE": "tests.test_consumers.allow_orders", "MAX_STREAMS_PER_CONNECTION": 2}
+    client = await connect(await make_user())
+    await client.send({"type": "subscribe", "stream": "orders"})
+    error = await client.recv()
+    assert error["payload"]["code"] == "too_many_streams"
+
+
+# Bad input ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        ("{not json", "invalid_json"),
+        ("[1, 2]", "not_an_object"),
+        ('{"type": "launch"}', "unknown_type"),
+        ('{"type": "subscribe", "stream": "no spaces allowed"}', "invalid_stream"),
+        ('{"type": "resume", "streams": {"broadcast": -1}}', "invalid_resume"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_connection_lives(connect, make_user, frame, code):
+    client = await connect(await make_user())
+    await client.send(frame)
+    error = await client.recv()
+    assert error["type"] == "error" and error["payload"]["code"] == code
+    await client.send({"type": "ping"})
+    assert (await client.recv())["type"] == "pong"
+
+
+async def test_binary_frames_get_an_error(connect, make_user):
+    client = await connect(await make_user())
+    await client.c.send_to(bytes_data=b"\x00\x01")
+    assert (await client.recv())["payload"]["code"] == "binary_frame"
+
+
+async def test_oversized_frame_closes_with_4009(connect, make_user, settings):
+    settings.REALTIME = {"MAX_INBOUND_SIZE": 1024}
+    client = await connect(await make_user())
+    await client.send(json.dumps({"type": "ping", "pad": "é" * 600}))
+    assert await client.close_code() == 4009
+
+
+async def test_flooding_closes_with_4008(connect, make_user, settings):
+    settings.REALTIME = {"INBOUND_BURST": 5, "INBOUND_RATE": 1}
+    client = await connect(await make_user())
+    for _ in range(6):
+        await client.send({"type": "ping"})
+    assert [(await client.recv())["type"] for _ in range(5)] == ["pong"] * 5
+    assert await client.close_code() == 4008
+
+
+async def test_persistent_garbage_closes_with_4008(connect, make_user, settings):
+    settings.REALTIME = {"MAX_INVALID_FRAMES": 3}
+    client = await connect(await make_user())
+    for _ in range(4):
+        await client.send("garbage")
+    assert [(await client.recv())["type"] for _ in range(3)] == ["error"] * 3
+    assert await client.close_code() == 4008
+
+
+# Revocation ---------------------------------------------------------------
+
+
+async def test_disconnect_user_closes_only_their_sockets(connect, make_user):
+    alice, bob = await make_user("alice"), await make_user("bob")
+    client_a, client_b = await connect(alice), await connect(bob)
+    await adisconnect_user(alice)
+    assert await client_a.close_code() == 4401
+    await anotify("broadcast", "still-here")
+    assert (await client_b.recv())["type"] == "still-here"
