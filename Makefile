@@ -33,7 +33,16 @@ run: demo-user
 test: deps system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: deps system-deps
+$(VENV)/.bench-deps: requirements-bench.txt $(VENV)/.deps
+	$(PY) -m pip install -q -r requirements-bench.txt
+	touch $@
+
+bench/node_modules: bench/package.json bench/package-lock.json
+	@command -v npm >/dev/null || (echo "make bench needs Node.js and npm (apt-get install nodejs npm)" >&2; exit 1)
+	cd bench && npm ci --no-audit --no-fund --silent
+	touch $@
+
+bench: deps system-deps $(VENV)/.bench-deps bench/node_modules
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

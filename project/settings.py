@@ -62,12 +62,18 @@ WSGI_APPLICATION = None
 ASGI_APPLICATION = "project.asgi.application"
 
 if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+    DATABASES = {
+        "default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60, conn_health_checks=True)
+    }
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            # Reuse connections: realtime's server reads the log from a worker
+            # thread, and opening a connection per read was measurable.
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
             "OPTIONS": {
                 # Take the write lock when a transaction starts, so concurrent
                 # publishers queue up instead of failing with "database is locked".

@@ -1,0 +1,325 @@
+"""``make bench``: fan-out speed and loss of four servers, measured in one run.
+
+Servers: (a) a raw ``websockets`` broadcast (the ceiling), (b) the Channels
+tutorial's group broadcast on daphne (what users would write), (c) realtime on
+one daphne process, (d) realtime on two daphne processes sharing one Redis.
+Each gets the same Node ``ws`` load generator (bench/loadgen.js), which checks
+loss, duplicates and order per connection, and a publisher in a separate
+process. Everything runs on loopback: a private redis-server, SQLite.
+
+    python -m bench [--repeat 3] [--quick] [--only raw,realtime] [--out docs/performance.md]
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+WORKLOADS = {
+    # name: (clients, messages, rate per second; 0 = as fast as possible)
+    "steady": (1000, 100, 10),
+    "burst": (1000, 500, 0),
+    "scale": (5000, 20, 2),
+}
+QUICK = {"steady": (300, 30, 10), "burst": (300, 200, 0), "scale": (1000, 10, 2)}
+
+SERVERS = ["raw", "tutorial", "realtime", "realtime-2proc"]
+LABELS = {
+    "raw": "raw websockets (ceiling)",
+    "tutorial": "Channels tutorial, daphne + channels-redis",
+    "realtime": "realtime, 1 daphne process",
+    "realtime-2proc": "realtime, 2 daphne processes",
+}
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listened on {port}")
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def rss_bytes(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/statm") as fh:
+            total += int(fh.read().split()[1]) * PAGE
+    return total
+
+
+class Run:
+    def __init__(self, tmp, redis_url):
+        self.tmp = tmp
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "REDIS_URL": redis_url,
+            "BENCH_DB": str(Path(tmp) / "bench.sqlite3"),
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
+        }
+        self.procs = []
+
+    def start(self, kind):
+        ports = [free_port() for _ in range(2 if kind == "realtime-2proc" else 1)]
+        for port in ports:
+            if kind == "raw":
+                cmd = [sys.executable, "-m", "bench.raw_server", str(port)]
+            else:
+                app = "bench.tutorial_asgi:application" if kind == "tutorial" else "project.asgi:application"
+                cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
+            log = open(Path(self.tmp) / f"{kind}-{port}.log", "ab")
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.procs.append(proc)
+            wait_port(port, proc)
+        path = {"raw": "/", "tutorial": "/ws/tutorial/"}.get(kind, "/ws/realtime/")
+        self.urls = [f"ws://127.0.0.1:{port}{path}" for port in ports]
+        self.origin = f"http://127.0.0.1:{ports[0]}"
+        self.publish_target = f"ws://127.0.0.1:{ports[0]}/publish"
+        self.kind = kind
+
+    def stop(self):
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs = []
+
+    def measure(self, clients, count, rate):
+        pids = [p.pid for p in self.procs]
+        rss0 = rss_bytes(pids)
+        config = {
+            "urls": self.urls, "clients": clients, "origin": self.origin,
+            "mode": "realtime" if self.kind.startswith("realtime") else "plain",
+            "idleMs": 8000, "drainMs": 90000, "maxMessages": count,
+        }
+        gen = subprocess.Popen(
+            ["node", str(BENCH / "loadgen.js"), json.dumps(config)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+        line = gen.stdout.readline()
+        if line.strip() != "READY":
+            gen.kill()
+            raise SystemExit(f"load generator did not get ready: {line!r}")
+        time.sleep(0.5)
+        rss1 = rss_bytes(pids)
+        cpu0 = cpu_seconds(pids)
+        started = time.time() * 1000
+        kind = "realtime" if self.kind.startswith("realtime") else self.kind
+        pub = subprocess.run(
+            [sys.executable, "-m", "bench.publisher", kind, str(count), str(rate), self.publish_target],
+            cwd=ROOT, env=self.env, capture_output=True, text=True,
+        )
+        if pub.returncode:
+            gen.kill()
+            raise SystemExit(f"publisher failed: {pub.stderr[-2000:]}")
+        gen.stdin.write(f"DONE {count}\n")
+        gen.stdin.flush()
+        result = json.loads(gen.stdout.readline())
+        cpu1 = cpu_seconds(pids)
+        gen.wait(30)
+        delivered = max(result["delivered"], 1)
+        span = max(result["lastArrival"] - started, 1) / 1000
+        time.sleep(1.0)  # let the server reap the closed connections
+        return {
+            **result,
+            "deliveries_per_s": delivered / span,
+            "cpu_us_per_delivery": (cpu1 - cpu0) * 1e6 / delivered,
+            "kib_per_connection": (rss1 - rss0) / clients / 1024,
+            "publish_s": float(pub.stdout.strip() or 0),
+        }
+
+
+def median_of(runs, key):
+    values = [r[key] for r in runs if r[key] is not None]
+    return statistics.median(values) if values else None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="small workloads, to try the harness")
+    parser.add_argument("--only", default=",".join(SERVERS))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
+    args = parser.parse_args(argv)
+    if shutil.which("node") is None or not (BENCH / "node_modules" / "ws").exists():
+        raise SystemExit("bench needs Node.js and bench/node_modules (run `make bench`, which runs npm ci).")
+    workloads = {k: (QUICK if args.quick else WORKLOADS)[k] for k in args.workloads.split(",")}
+    servers = args.only.split(",")
+    tmp = tempfile.mkdtemp(prefix="realtime-bench-")
+    redis_port = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", tmp, "--maxclients", "20000"],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_port(redis_port, redis)
+    run = Run(tmp, f"redis://127.0.0.1:{redis_port}/0")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=run.env, check=True)
+    results = {}
+    started = time.monotonic()
+    try:
+        for kind in servers:
+            subprocess.run(["redis-cli", "-p", str(redis_port), "flushall"], stdout=subprocess.DEVNULL)
+            run.start(kind)
+            try:
+                for name, (clients, count, rate) in workloads.items():
+                    runs = []
+                    for i in range(args.repeat):
+                        r = run.measure(clients, count, rate)
+                        runs.append(r)
+                        print(
+                            f"{kind:15} {name:7} #{i + 1}: {r['deliveries_per_s']:9,.0f} deliveries/s  "
+                            f"lost {r['lost']:6}  dup {r['duplicated']:4}  p50 {r['p50']} ms  p99 {r['p99']} ms  "
+                            f"cpu {r['cpu_us_per_delivery']:6.1f} us/delivery  {r['kib_per_connection']:5.1f} KiB/conn",
+                            flush=True,
+                        )
+                    results[(kind, name)] = {
+                        key: median_of(runs, key)
+                        for key in ("deliveries_per_s", "lost", "duplicated", "reordered", "p50", "p99", "max",
+                                    "cpu_us_per_delivery", "kib_per_connection", "expected")
+                    }
+                    results[(kind, name)]["lost_max"] = max(r["lost"] for r in runs)
+                    results[(kind, name)]["dup_max"] = max(r["duplicated"] for r in runs)
+            finally:
+                run.stop()
+    finally:
+        redis.terminate()
+        redis.wait(10)
+    elapsed = time.monotonic() - started
+    report = render(results, workloads, servers, args, elapsed)
+    print(report)
+    if not args.quick:
+        Path(args.out).write_text(report_page(report, args))
+        plot(results, workloads, servers, Path(args.out).with_name("performance.png"))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}×" if a is not None and b else "n/a"
+
+
+def render(results, workloads, servers, args, elapsed):
+    lines = [
+        "| server | workload | clients × msgs | deliveries/s | lost | dup | p50 ms | p99 ms | max ms | CPU µs/delivery | KiB/conn |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind in servers:
+        for name, (clients, count, rate) in workloads.items():
+            r = results.get((kind, name))
+            if not r:
+                continue
+            lines.append(
+                f"| {LABELS[kind]} | {name} | {clients} × {count}{' @' + str(rate) + '/s' if rate else ' burst'} "
+                f"| {r['deliveries_per_s']:,.0f} | {r['lost']:,.0f} (max {r['lost_max']:,}) | {r['dup_max']:,} "
+                f"| {r['p50']:.0f} | {r['p99']:.0f} | {r['max']:.0f} | {r['cpu_us_per_delivery']:.1f} | {r['kib_per_connection']:.1f} |"
+            )
+    lines += ["", "Ratios (medians of the same run):", ""]
+    for name in workloads:
+        rt, raw, tut = (results.get((k, name)) for k in ("realtime", "raw", "tutorial"))
+        if not rt:
+            continue
+        parts = [f"- **{name}**:"]
+        if raw:
+            parts.append(f"CPU/delivery realtime/raw {ratio(rt['cpu_us_per_delivery'], raw['cpu_us_per_delivery'])},")
+            parts.append(f"p99 realtime/raw {ratio(rt['p99'], raw['p99'])},")
+        if tut:
+            parts.append(f"CPU/delivery tutorial/realtime {ratio(tut['cpu_us_per_delivery'], rt['cpu_us_per_delivery'])},")
+        two = results.get(("realtime-2proc", name))
+        if two:
+            parts.append(f"throughput 2 processes/1 process {ratio(two['deliveries_per_s'], rt['deliveries_per_s'])}")
+        lines.append(" ".join(parts).rstrip(","))
+    lines += ["", f"{args.repeat} repetitions per cell (medians; lost/dup also as the worst run); run took {elapsed:.0f} s."]
+    return "\n".join(lines)
+
+
+def report_page(table, args):
+    return f"""# Performance
+
+Measured by `make bench` (`python -m bench --repeat {args.repeat}`) on this project's
+machine kind: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()},
+{platform.system()} {platform.release()}. Every server runs on loopback with a private
+redis-server; the load generator (`bench/loadgen.js`, Node `ws`) and the publisher
+are separate processes on the same 2 cores, so absolute numbers are lower than on
+a dedicated machine; the ratios are what to compare.
+
+- **deliveries/s**: unique messages received by all clients / time from the first
+  publish to the last arrival.
+- **CPU µs/delivery**: user+system CPU of the server process(es) while publishing and
+  draining / deliveries. The publisher's own CPU (for realtime: the database write
+  of the durable log) is not counted: it is paid once per publish, not per recipient.
+- **lost / dup**: checked per connection by the load generator from the payload's
+  message number.
+- **KiB/conn**: server RSS growth while connecting the clients / clients.
+
+{table}
+
+![deliveries/s and p99 latency vs clients](performance.png)
+"""
+
+
+def plot(results, workloads, servers, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot written", file=sys.stderr)
+        return
+    steady = [n for n in ("steady", "scale") if n in workloads]
+    if not steady:
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for kind in servers:
+        xs = [workloads[n][0] for n in steady if (kind, n) in results]
+        if not xs:
+            continue
+        left.plot(xs, [results[(kind, n)]["deliveries_per_s"] for n in steady if (kind, n) in results], "o-", label=LABELS[kind])
+        right.plot(xs, [results[(kind, n)]["p99"] for n in steady if (kind, n) in results], "o-", label=LABELS[kind])
+    left.set(title="deliveries/s (steady rate)", xlabel="clients", ylabel="deliveries/s")
+    right.set(title="p99 latency", xlabel="clients", ylabel="ms", yscale="log")
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
