@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test venv deps system-deps migrate demo-user bench clean
+.PHONY: run test venv deps system-deps migrate demo-user bench messages clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench/node_modules: bench/package.json bench/package-lock.json
 
 bench: deps system-deps $(VENV)/.bench-deps bench/node_modules
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Refresh and compile realtime's translations after changing user-visible strings.
+messages: deps
+	cd realtime && DJANGO_SETTINGS_MODULE=project.settings PYTHONPATH=.. ../$(PY) -m django makemessages -l zh_Hans --no-obsolete
+	cd realtime && DJANGO_SETTINGS_MODULE=project.settings PYTHONPATH=.. ../$(PY) -m django compilemessages -l zh_Hans
 
 clean:
 	rm -rf $(VENV) build db.sqlite3 .pytest_cache .hypothesis

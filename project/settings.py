@@ -104,6 +104,9 @@ if os.environ.get("REDIS_URL"):
             },
         }
     }
+    # One cache for every process: the publish API's rate limit counts per token
+    # across processes only through a shared cache.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["REDIS_URL"]}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

@@ -74,3 +74,162 @@ def _redis_needs_timeout(layer):
     if not hosts:
         return True
     return any(not isinstance(h, dict) or "socket_timeout" not in h for h in hosts)
+
+
+def _config_or_none():
+    from .conf import get_config
+
+    try:
+        return get_config()
+    except RealtimeConfigError:
+        return None  # realtime.E001 reports it.
+
+
+@register(Tags.compatibility)
+def check_installed_apps(app_configs=None, **kwargs):
+    """``daphne`` and ``channels`` belong in INSTALLED_APPS next to realtime."""
+    from django.apps import apps
+
+    messages = []
+    if not apps.is_installed("daphne"):
+        messages.append(
+            Warning(
+                "'daphne' is not in INSTALLED_APPS, so `manage.py runserver` serves HTTP only "
+                "and WebSockets to realtime fail during development.",
+                hint="Put 'daphne' first in INSTALLED_APPS (before django.contrib.staticfiles).",
+                id="realtime.W005",
+            )
+        )
+    if not apps.is_installed("channels"):
+        messages.append(
+            Warning(
+                "'channels' is not in INSTALLED_APPS: Channels' own system checks and "
+                "`runworker` are unavailable.",
+                hint="Add 'channels' to INSTALLED_APPS.",
+                id="realtime.W006",
+            )
+        )
+    return messages
+
+
+@register(Tags.urls)
+def check_websocket_route(app_configs=None, **kwargs):
+    """The ASGI application routes WebSockets to the realtime consumer.
+
+    Walks ``ASGI_APPLICATION`` through ProtocolTypeRouter, middleware and
+    URLRouter; if any part cannot be looked into, it reports nothing.
+    """
+    from django.utils.module_loading import import_string
+
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path:
+        return []  # realtime.E002 reports it.
+    try:
+        application = import_string(path)
+    except Exception:
+        return []
+    if _routes_to_realtime(application) is False:
+        return [
+            Error(
+                f"The ASGI application {path} does not route WebSockets to realtime's consumer.",
+                hint="In your asgi.py, route 'websocket' to URLRouter(realtime.routing."
+                "websocket_urlpatterns) (inside AllowedHostsOriginValidator(AuthMiddlewareStack(...))).",
+                id="realtime.E003",
+            )
+        ]
+    return []
+
+
+def _routes_to_realtime(app, depth=0):
+    """True: found; False: certainly absent; None: cannot tell."""
+    from channels.routing import ProtocolTypeRouter, URLRouter
+
+    from .consumers import RealtimeConsumer
+
+    if depth > 30:
+        return None
+    consumer = getattr(app, "consumer_class", None)
+    if consumer is not None:
+        return isinstance(consumer, type) and issubclass(consumer, RealtimeConsumer)
+    if isinstance(app, ProtocolTypeRouter):
+        websocket = app.application_mapping.get("websocket")
+        return False if websocket is None else _routes_to_realtime(websocket, depth + 1)
+    if isinstance(app, URLRouter):
+        found = [_routes_to_realtime(route.callback, depth + 1) for route in app.routes]
+        if True in found:
+            return True
+        return None if None in found else False
+    for attribute in ("application", "inner", "app"):
+        inner = getattr(app, attribute, None)
+        if inner is not None:
+            return _routes_to_realtime(inner, depth + 1)
+    return None
+
+
+@register(Tags.compatibility)
+def check_presence(app_configs=None, **kwargs):
+    """Presence entries must outlive the interval between two heartbeats."""
+    from .presence import DEFAULT_TTL
+
+    config = _config_or_none()
+    if config is None:
+        return []
+    ttl = config["PRESENCE"].get("TTL", DEFAULT_TTL)
+    if config["HEARTBEAT_INTERVAL"] >= ttl:
+        return [
+            Warning(
+                f'REALTIME["HEARTBEAT_INTERVAL"] ({config["HEARTBEAT_INTERVAL"]} s) is not shorter '
+                f"than the presence TTL ({ttl} s): connected users drop out of presence between pings.",
+                hint='Make REALTIME["PRESENCE"]["TTL"] at least twice HEARTBEAT_INTERVAL.',
+                id="realtime.W004",
+            )
+        ]
+    return []
+
+
+@register(Tags.security)
+def check_publish_tokens(app_configs=None, **kwargs):
+    """Tokens in ``REALTIME["PUBLISH_TOKENS"]`` must be long random secrets."""
+    from .tokens import MIN_SECRET_LENGTH
+
+    config = _config_or_none()
+    if config is None:
+        return []
+    return [
+        Error(
+            f'The secret of publish token {token["name"]!r} in REALTIME["PUBLISH_TOKENS"] is '
+            f"{'empty' if not token['secret'] else 'shorter than %d characters' % MIN_SECRET_LENGTH}: "
+            "it can be guessed.",
+            hint='Generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"',
+            id="realtime.E004",
+        )
+        for token in config["PUBLISH_TOKENS"]
+        if len(token["secret"]) < MIN_SECRET_LENGTH
+    ]
+
+
+@register(Tags.urls)
+def check_publish_api(app_configs=None, **kwargs):
+    """A mounted publish API needs a way to create tokens."""
+    from django.apps import apps
+    from django.urls import NoReverseMatch, reverse
+
+    config = _config_or_none()
+    if config is None or config["PUBLISH_TOKENS"] or apps.is_installed("django.contrib.admin"):
+        return []
+    try:
+        reverse("realtime:publish")
+    except NoReverseMatch:
+        return []
+    except Exception:
+        return []  # a broken URLconf is reported by Django's own checks.
+    return [
+        Warning(
+            "The HTTP publish API is mounted, but tokens are created in the admin and "
+            'django.contrib.admin is not installed, and REALTIME["PUBLISH_TOKENS"] is empty: '
+            "every request will be refused.",
+            hint='Install django.contrib.admin, or list tokens in REALTIME["PUBLISH_TOKENS"], '
+            "or do not include realtime.urls.",
+            id="realtime.W007",
+        )
+    ]

@@ -44,6 +44,20 @@ DEFAULTS = {
     # After live traffic on a stream, check the log this many seconds later for
     # messages the channel layer dropped at the tail of a burst.
     "SWEEP_DELAY": 1.0,
+    # HTTP publish API (``POST <realtime urls>/api/publish``): largest request body, in bytes.
+    "PUBLISH_MAX_BODY": 128 * 1024,
+    # Requests one publish token may make per PUBLISH_RATE_WINDOW seconds (None: no limit).
+    "PUBLISH_RATE_LIMIT": 600,
+    "PUBLISH_RATE_WINDOW": 60,
+    # Cache alias holding the publish API's rate-limit counters.
+    "PUBLISH_CACHE": "default",
+    # Publish tokens kept in settings instead of the database (e.g. read from the
+    # environment): a list of {"name": str, "secret": str, "streams": [glob, ...]}.
+    "PUBLISH_TOKENS": [],
+    # Who is connected: {"BACKEND": dotted path, "TTL": seconds, "URL": redis URL,
+    # "PREFIX": key prefix}. Empty: Redis when the channel layer is channels_redis
+    # (its first host, its prefix), else in this process's memory.
+    "PRESENCE": {},
 }
 
 
@@ -89,7 +103,70 @@ def get_config():
             raise RealtimeConfigError(
                 f'settings.REALTIME["{key}"] must be a positive integer or None, got {value!r}.'
             )
+    limit = config["PUBLISH_RATE_LIMIT"]
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise RealtimeConfigError(
+            f'settings.REALTIME["PUBLISH_RATE_LIMIT"] must be a positive integer or None, got {limit!r}.'
+        )
+    if not isinstance(config["PUBLISH_CACHE"], str) or not config["PUBLISH_CACHE"]:
+        raise RealtimeConfigError(
+            f'settings.REALTIME["PUBLISH_CACHE"] must be a cache alias, got {config["PUBLISH_CACHE"]!r}.'
+        )
+    for key in ("PUBLISH_MAX_BODY", "PUBLISH_RATE_WINDOW"):
+        value = config[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RealtimeConfigError(
+                f'settings.REALTIME["{key}"] must be a positive integer, got {value!r}.'
+            )
+    _validate_publish_tokens(config["PUBLISH_TOKENS"])
+    _validate_presence(config["PRESENCE"])
     return config
+
+
+def _validate_publish_tokens(tokens):
+    if not isinstance(tokens, (list, tuple)):
+        raise RealtimeConfigError(
+            'settings.REALTIME["PUBLISH_TOKENS"] must be a list of dicts with "name", '
+            f'"secret" and "streams", got {tokens!r}.'
+        )
+    names = set()
+    for index, token in enumerate(tokens):
+        where = f'settings.REALTIME["PUBLISH_TOKENS"][{index}]'
+        if not isinstance(token, dict) or set(token) != {"name", "secret", "streams"}:
+            raise RealtimeConfigError(
+                f'{where} must be a dict with exactly the keys "name", "secret" and "streams".'
+            )
+        if not isinstance(token["name"], str) or not token["name"] or token["name"] in names:
+            raise RealtimeConfigError(f'{where}["name"] must be a unique, non-empty string.')
+        names.add(token["name"])
+        if not isinstance(token["secret"], str):
+            raise RealtimeConfigError(f'{where}["secret"] must be a string.')
+        streams = token["streams"]
+        if (
+            isinstance(streams, str)
+            or not isinstance(streams, (list, tuple))
+            or not all(isinstance(p, str) and p for p in streams)
+        ):
+            raise RealtimeConfigError(
+                f'{where}["streams"] must be a list of stream name patterns such as "orders:*".'
+            )
+
+
+def _validate_presence(presence):
+    where = 'settings.REALTIME["PRESENCE"]'
+    if not isinstance(presence, dict):
+        raise RealtimeConfigError(f"{where} must be a dict, got {presence!r}.")
+    unknown = sorted(set(presence) - {"BACKEND", "TTL", "URL", "PREFIX"})
+    if unknown:
+        raise RealtimeConfigError(
+            f"Unknown key(s) in {where}: {', '.join(unknown)}. Known keys: BACKEND, PREFIX, TTL, URL."
+        )
+    ttl = presence.get("TTL", 60)
+    if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or ttl <= 0:
+        raise RealtimeConfigError(f'{where}["TTL"] must be a positive number of seconds, got {ttl!r}.')
+    for key in ("BACKEND", "URL", "PREFIX"):
+        if key in presence and not (isinstance(presence[key], str) and presence[key]):
+            raise RealtimeConfigError(f'{where}["{key}"] must be a non-empty string.')
 
 
 def setting(key):

@@ -22,7 +22,7 @@ from . import envelope, presence, store
 from .conf import get_config
 from .hub import get_hub
 from .protocol import PROTOCOL_VERSION, ProtocolError, parse, parse_query
-from .streams import authorize, streams_for
+from .streams import authorize, streams_for, user_stream
 
 logger = logging.getLogger("realtime")
 
@@ -61,6 +61,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self._tokens = float(self.config["INBOUND_BURST"])
         self._refill_at = time.monotonic()
         self.hub = None
+        self._control = None
         self._write = _innermost_send(self.base_send)
         authenticated = self.user is not None and self.user.is_authenticated
         await self.accept()
@@ -105,6 +106,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         for name, code in refused:
             await self._error(code, f"You may not read stream {name!r}.", stream=name)
         await self._start(names, starts, heads, resyncs)
+        if authenticated and user_stream(self.user) not in self.last:
+            # disconnect_user() travels on the user's stream; listen for it even
+            # when DEFAULT_STREAMS leaves that stream out (deliver() ignores
+            # messages of streams this socket has not joined).
+            self._control = user_stream(self.user)
+            await self.hub.subscribe(self, self._control)
         await self._presence(presence.connected)
 
     async def disconnect(self, code):
@@ -115,6 +122,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             for name in list(self.last):
                 self.last.pop(name, None)
                 await self.hub.unsubscribe(self, name)
+            if self._control is not None:
+                await self.hub.unsubscribe(self, self._control)
 
     @property
     def streams(self):
@@ -325,11 +334,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     self._busy.add(name)
                     self._pending[name] = []
                     self._spawn_catch_up(name, replay=True)
-        await self._presence(presence.touch)
         payload = {"streams": {n: seq for n, (seq, _) in heads.items()}}
         if command.id is not None:
             payload["id"] = command.id
         await self._send(envelope.control("pong", payload))
+        # After the pong: a slow presence store must not look like a dead link.
+        await self._presence(presence.touch)
 
     async def _on_subscribe(self, command):
         await self._subscribe_many(command.positions, command.epochs, reply=True)
@@ -339,7 +349,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self.last.pop(name, None) is not None:
             self._busy.discard(name)
             self._pending.pop(name, None)
-            await self.hub.unsubscribe(self, name)
+            if self.user.is_authenticated and name == user_stream(self.user):
+                self._control = name  # stay reachable by disconnect_user()
+            else:
+                await self.hub.unsubscribe(self, name)
         await self._send(envelope.control("unsubscribed", {"stream": name}, stream=name))
 
     async def _on_resume(self, command):

@@ -1,8 +1,9 @@
-"""The durable log: one row per stream, one row per persisted message."""
+"""The durable log (streams, messages), publish tokens and admin notices."""
 
 import json
 import secrets
 
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -68,3 +69,132 @@ class Message(models.Model):
     def payload(self):
         """The message payload, decoded from the stored envelope."""
         return json.loads(self.envelope)["payload"]
+
+
+def validate_stream_patterns(value):
+    """Each line must be a stream name, optionally with the globs ``*``, ``?`` and ``[...]``."""
+    import re
+
+    from django.core.exceptions import ValidationError
+
+    lines = [line.strip() for line in value.splitlines() if line.strip()]
+    if not lines:
+        raise ValidationError(_("Give at least one stream pattern."), code="required")
+    bad = [line for line in lines if not re.fullmatch(r"[A-Za-z0-9_.:@*?\[\]!-]{1,150}", line)]
+    if bad:
+        raise ValidationError(
+            _("Not a stream pattern: %(patterns)s. Use A-Z a-z 0-9 _ . : @ - and * ? [ ]."),
+            code="invalid",
+            params={"patterns": ", ".join(bad)},
+        )
+
+
+class PublishToken(models.Model):
+    """A bearer token that lets a program publish through the HTTP API.
+
+    Only a SHA-256 of the token is stored; the token itself is shown once, when
+    it is created. ``prefix`` is the public part that finds the row; ``streams``
+    holds the stream name patterns (globs such as ``orders:*``, one per line)
+    the token may publish to.
+    """
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    prefix = models.CharField(_("prefix"), max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(_("secret hash"), max_length=64, editable=False)
+    streams = models.TextField(
+        _("allowed streams"),
+        validators=[validate_stream_patterns],
+        help_text=_(
+            "Stream name patterns this token may publish to, one per line; "
+            "* matches anything, e.g. orders:* or user:*."
+        ),
+    )
+    active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("publish token")
+        verbose_name_plural = _("publish tokens")
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def patterns(self):
+        """The allowed stream patterns as a list."""
+        return [line.strip() for line in self.streams.splitlines() if line.strip()]
+
+
+def validate_link(value):
+    """Accept a site-relative path or an http(s) URL, nothing a browser would run."""
+    from django.core.exceptions import ValidationError
+    from django.core.validators import URLValidator
+
+    if value.startswith("/") and not value.startswith("//"):
+        return
+    try:
+        URLValidator(schemes=["http", "https"])(value)
+    except ValidationError:
+        raise ValidationError(
+            _("Enter a path starting with / or an http(s) URL."), code="invalid"
+        ) from None
+
+
+class Notice(models.Model):
+    """An announcement written in the admin and pushed to its audience as a ``notice``."""
+
+    class Level(models.TextChoices):
+        INFO = "info", _("Info")
+        SUCCESS = "success", _("Success")
+        WARNING = "warning", _("Warning")
+        ERROR = "error", _("Error")
+
+    class Audience(models.TextChoices):
+        EVERYONE = "everyone", _("Everyone")
+        STAFF = "staff", _("Staff")
+        USERS = "users", _("Selected users")
+        GROUPS = "groups", _("Selected groups")
+
+    title = models.CharField(_("title"), max_length=200)
+    body = models.TextField(_("body"), blank=True)
+    level = models.CharField(_("level"), max_length=10, choices=Level.choices, default=Level.INFO)
+    link = models.CharField(_("link"), max_length=500, blank=True, validators=[validate_link])
+    audience = models.CharField(
+        _("audience"), max_length=10, choices=Audience.choices, default=Audience.EVERYONE
+    )
+    users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="+",
+        verbose_name=_("users"),
+        help_text=_("Used when the audience is “Selected users”."),
+    )
+    groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="+",
+        verbose_name=_("groups"),
+        help_text=_("Used when the audience is “Selected groups”."),
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("created by"),
+        editable=False,
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    sent_at = models.DateTimeField(_("last sent at"), null=True, blank=True, editable=False)
+    send_count = models.PositiveIntegerField(_("times sent"), default=0, editable=False)
+
+    class Meta:
+        verbose_name = _("notice")
+        verbose_name_plural = _("notices")
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.title

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives for real, when missing:
-# redis-server (private instances per test run) and Chromium (browser tests).
+# redis-server (private instances per test run), Chromium (browser tests) and
+# PHP with curl (the documented PHP publisher is exercised).
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# The PHP publishing example in docs/publishing.md is run by the tests.
+command -v php >/dev/null 2>&1 || missing+=(php-cli)
+php -m 2>/dev/null | grep -qi '^curl$' || missing+=(php-curl)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "Missing: ${missing[*]}. Install them with your package manager (Debian/Ubuntu: apt-get install ${missing[*]})." >&2

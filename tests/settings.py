@@ -17,5 +17,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Even when REDIS_URL is set for the run: tests must not share state through it.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 REALTIME = {"SWEEP_DELAY": 0.2}

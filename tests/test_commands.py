@@ -41,10 +41,25 @@ def test_in_memory_layer_fails_clearly_but_stores():
 
 def test_store_only_succeeds_and_prints_stream_and_seq():
     alice = User.objects.create_user("alice")
-    out, err = run("realtime_notify", "--store-only", "--user", "alice", "--staff", "--stream", "orders",
-                   "--type", "order.shipped", "--payload", '{"order": 17}')
+    out, err = run(
+        "realtime_notify",
+        "--store-only",
+        "--user",
+        "alice",
+        "--staff",
+        "--stream",
+        "orders",
+        "--type",
+        "order.shipped",
+        "--payload",
+        '{"order": 17}',
+    )
     lines = out.splitlines()
-    assert [line.split(" id=")[0] for line in lines] == ["orders seq=1", f"user:{alice.pk} seq=1", "staff seq=1"]
+    assert [line.split(" id=")[0] for line in lines] == [
+        "orders seq=1",
+        f"user:{alice.pk} seq=1",
+        "staff seq=1",
+    ]
     assert "next heartbeat" in err
     assert stored("orders") == [(1, "order.shipped", {"order": 17})]
 
@@ -105,8 +120,13 @@ class Conn:
 
 
 def test_online_lists_users_and_counts_per_stream(settings, redis_url, layer_prefix):
-    settings.REALTIME = {"PRESENCE": {"BACKEND": "realtime.presence.RedisPresence", "URL": redis_url,
-                                      "PREFIX": f"{layer_prefix}:p:"}}
+    settings.REALTIME = {
+        "PRESENCE": {
+            "BACKEND": "realtime.presence.RedisPresence",
+            "URL": redis_url,
+            "PREFIX": f"{layer_prefix}:p:",
+        }
+    }
     alice, bob = User.objects.create_user("alice"), User.objects.create_user("bob")
 
     async def connect_all():

@@ -386,3 +386,27 @@ async def test_disconnect_user_closes_only_their_sockets(connect, make_user):
     assert await client_a.close_code() == 4401
     await anotify("broadcast", "still-here")
     assert (await client_b.recv())["type"] == "still-here"
+
+
+def no_user_stream(user):
+    return ["broadcast"]
+
+
+async def test_disconnect_user_works_without_the_user_stream_joined(connect, make_user, settings):
+    settings.REALTIME = {"DEFAULT_STREAMS": "tests.test_consumers.no_user_stream"}
+    alice = await make_user("alice")
+    client = await connect(alice)
+    assert list(client.welcome["payload"]["streams"]) == ["broadcast"]
+    await anotify(alice, "private")  # not joined: must not be delivered
+    await client.nothing()
+    await adisconnect_user(alice)
+    assert await client.close_code() == 4401
+
+
+async def test_disconnect_user_works_after_unsubscribing_the_user_stream(connect, make_user):
+    alice = await make_user("alice")
+    client = await connect(alice)
+    await client.send({"type": "unsubscribe", "stream": f"user:{alice.pk}"})
+    assert (await client.recv())["type"] == "unsubscribed"
+    await adisconnect_user(alice)
+    assert await client.close_code() == 4401

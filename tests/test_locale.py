@@ -61,11 +61,15 @@ def test_po_is_up_to_date_with_the_code(tmp_path):
     (copy / "locale" / "zh_Hans").mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "django", "makemessages", "-l", "zh_Hans"],
-        cwd=copy, capture_output=True, text=True, env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
-                                                        "PYTHONPATH": str(LOCALE.parents[3])},
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(LOCALE.parents[3])},
     )
     assert result.returncode == 0, result.stderr
     shipped = set(po_entries())
     fresh = set(po_entries(copy / "locale" / "zh_Hans" / "LC_MESSAGES"))
     assert len(fresh) > 80
-    assert sorted(fresh - shipped) == [], "run `cd realtime && django-admin makemessages -l zh_Hans` and translate"
+    assert (
+        sorted(fresh - shipped) == []
+    ), "run `cd realtime && django-admin makemessages -l zh_Hans` and translate"

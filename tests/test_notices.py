@@ -29,18 +29,32 @@ def admin(client, people):
 
 
 def add(client, **fields):
-    data = {"title": "Maintenance", "body": "At 22:00", "level": "warning", "link": "/status/", "audience": "everyone"}
+    data = {
+        "title": "Maintenance",
+        "body": "At 22:00",
+        "level": "warning",
+        "link": "/status/",
+        "audience": "everyone",
+    }
     data.update(fields)
     with capture_notifications() as sent:
         response = client.post(ADD, data)
-    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    assert response.status_code == 302, (
+        response.context["adminform"].form.errors if response.context else response
+    )
     return Notice.objects.latest("pk"), sent
 
 
 def test_everyone(admin, people):
     notice, sent = add(admin)
     assert [(n.stream, n.type, n.seq) for n in sent] == [("broadcast", "notice", 1)]
-    assert sent[0].payload == {"id": notice.pk, "title": "Maintenance", "body": "At 22:00", "level": "warning", "link": "/status/"}
+    assert sent[0].payload == {
+        "id": notice.pk,
+        "title": "Maintenance",
+        "body": "At 22:00",
+        "level": "warning",
+        "link": "/status/",
+    }
     assert notice.created_by == people[0] and notice.sent_at is not None and notice.send_count == 1
 
 
@@ -66,10 +80,24 @@ def test_selected_groups_reach_active_members_once(admin, people):
     assert [n.stream for n in sent] == [f"user:{alice.pk}"]
 
 
-def test_empty_audience_sends_nothing_and_says_so(admin):
-    data = {"title": "t", "level": "info", "audience": "users"}
+@pytest.mark.parametrize("audience", ["users", "groups"])
+def test_selected_audience_needs_a_selection(admin, audience):
     with capture_notifications() as sent:
-        response = admin.post(ADD, data, follow=True)
+        response = admin.post(ADD, {"title": "t", "level": "info", "audience": audience})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        audience: ["Select at least one, or choose another audience."]
+    }
+    assert sent == [] and not Notice.objects.exists()
+
+
+def test_groups_without_active_members_send_nothing_and_say_so(admin, people):
+    empty = Group.objects.create(name="empty")
+    people[3].groups.add(empty)  # carol is inactive
+    with capture_notifications() as sent:
+        response = admin.post(
+            ADD, {"title": "t", "level": "info", "audience": "groups", "groups": [empty.pk]}, follow=True
+        )
     assert sent == []
     assert any("audience is empty" in str(m) for m in response.context["messages"])
     assert Notice.objects.get().send_count == 0
@@ -150,6 +178,15 @@ def test_online_now_page(admin, people, settings):
     assert "alice" in page and f"user:{people[1].pk}" in page and "bob" not in page
     assert "this server process" in page  # the in-memory backend says it sees one process
     assert b"/admin/realtime/stream/online/" in admin.get("/admin/realtime/stream/").content
+
+
+def test_online_now_page_survives_an_unreachable_presence_store(admin, settings):
+    settings.REALTIME = {
+        "PRESENCE": {"BACKEND": "realtime.presence.RedisPresence", "URL": "redis://127.0.0.1:1/0"}
+    }
+    response = admin.get("/admin/realtime/stream/online/")
+    assert response.status_code == 200
+    assert any("cannot be read" in str(m) for m in response.context["messages"])
 
 
 def test_online_now_page_needs_admin(client, people):

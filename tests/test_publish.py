@@ -54,7 +54,9 @@ def test_url_name():
 def test_publish_to_stream_answers_202_and_stores_and_pushes(client):
     _obj, token = make_token()
     with capture_notifications() as sent:
-        response = post(client, {"stream": "orders", "type": "order.shipped", "payload": {"order": 17}}, token)
+        response = post(
+            client, {"stream": "orders", "type": "order.shipped", "payload": {"order": 17}}, token
+        )
     assert response.status_code == 202
     body = response.json()
     assert body["stream"] == "orders" and body["seq"] == 1 and body["created"] is True
@@ -93,7 +95,12 @@ def test_ephemeral_is_pushed_not_stored(client):
 
 def test_retries_with_one_idempotency_key_create_one_message(client):
     _obj, token = make_token()
-    body = {"stream": "orders", "type": "order.paid", "payload": {"order": 3}, "idempotency_key": "order-3-paid"}
+    body = {
+        "stream": "orders",
+        "type": "order.paid",
+        "payload": {"order": 3},
+        "idempotency_key": "order-3-paid",
+    }
     with capture_notifications() as sent:
         first = post(client, body, token)
         second = post(client, body, token)
@@ -146,7 +153,9 @@ def test_envelope_error_from_notify_is_400(client, settings):
 def test_missing_or_wrong_token_is_401(client, header):
     make_token()
     extra = {"HTTP_AUTHORIZATION": header} if header is not None else {}
-    response = client.post(URL, json.dumps({"stream": "orders", "type": "x"}), content_type="application/json", **extra)
+    response = client.post(
+        URL, json.dumps({"stream": "orders", "type": "x"}), content_type="application/json", **extra
+    )
     assert response.status_code == 401
     assert response.json()["error"] == "unauthorized"
     assert response["WWW-Authenticate"] == 'Bearer realm="realtime"'
@@ -309,8 +318,11 @@ def test_documented_curl_command_publishes(daphne_factory):
     server = daphne_factory()
     command = doc_block("sh", "curl").replace("http://127.0.0.1:8000", server.url)
     result = subprocess.run(
-        ["bash", "-c", command], env={**os.environ, "REALTIME_TOKEN": token},
-        capture_output=True, text=True, timeout=30,
+        ["bash", "-c", command],
+        env={**os.environ, "REALTIME_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
@@ -338,3 +350,37 @@ def test_documented_php_examples_publish(daphne_factory, tmp_path):
     assert outputs == [f"user:{alice.pk} 1", "202 orders 1"]
     assert stored(f"user:{alice.pk}") == [(1, "order.shipped", {"order": 17, "carrier": "DHL"})]
     assert stored("orders") == [(1, "order.created", {"order": 18})]
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ({"PUBLISH_MAX_BODY": 0}, "PUBLISH_MAX_BODY"),
+        ({"PUBLISH_RATE_LIMIT": "10"}, "PUBLISH_RATE_LIMIT"),
+        ({"PUBLISH_RATE_WINDOW": None}, "PUBLISH_RATE_WINDOW"),
+        ({"PUBLISH_CACHE": None}, "PUBLISH_CACHE"),
+        ({"PUBLISH_TOKENS": {"name": "x"}}, "must be a list"),
+        ({"PUBLISH_TOKENS": [{"name": "x", "secret": "y" * 40}]}, "exactly the keys"),
+        (
+            {"PUBLISH_TOKENS": [{"name": "x", "secret": "y" * 40, "streams": "orders"}]},
+            "list of stream name patterns",
+        ),
+        ({"PUBLISH_TOKENS": [{"name": "x", "secret": None, "streams": ["a"]}]}, r'\["secret"\]'),
+        ({"PUBLISH_TOKENS": [{"name": "x", "secret": "y", "streams": ["a"]}] * 2}, "unique"),
+    ],
+)
+def test_invalid_publish_settings_name_the_key(settings, value, message):
+    from realtime.conf import get_config
+    from realtime.exceptions import RealtimeConfigError
+
+    settings.REALTIME = value
+    with pytest.raises(RealtimeConfigError, match=message):
+        get_config()
+
+
+@pytest.mark.parametrize("streams", ["", "   \n  ", "orders\nbad name", "orders/*"])
+def test_admin_refuses_bad_patterns(admin_client, streams):
+    response = admin_client.post("/admin/realtime/publishtoken/add/", {"name": "shop", "streams": streams})
+    assert response.status_code == 200
+    assert "streams" in response.context["adminform"].form.errors
+    assert not PublishToken.objects.exists()

@@ -24,12 +24,36 @@ def test_create_update_delete_push_the_right_envelopes():
         pk = task.pk
         task.delete()
     assert frames(sent) == [
-        ("project:3", "testapp.task.created",
-         {"model": "testapp.task", "pk": pk, "event": "created", "fields": {"title": "Write docs", "status": "open"}}),
-        ("project:3", "testapp.task.updated",
-         {"model": "testapp.task", "pk": pk, "event": "updated", "fields": {"title": "Write docs", "status": "done"}}),
-        ("project:3", "testapp.task.deleted",
-         {"model": "testapp.task", "pk": pk, "event": "deleted", "fields": {"title": "Write docs", "status": "done"}}),
+        (
+            "project:3",
+            "testapp.task.created",
+            {
+                "model": "testapp.task",
+                "pk": pk,
+                "event": "created",
+                "fields": {"title": "Write docs", "status": "open"},
+            },
+        ),
+        (
+            "project:3",
+            "testapp.task.updated",
+            {
+                "model": "testapp.task",
+                "pk": pk,
+                "event": "updated",
+                "fields": {"title": "Write docs", "status": "done"},
+            },
+        ),
+        (
+            "project:3",
+            "testapp.task.deleted",
+            {
+                "model": "testapp.task",
+                "pk": pk,
+                "event": "deleted",
+                "fields": {"title": "Write docs", "status": "done"},
+            },
+        ),
     ]
     assert [n.seq for n in sent] == [1, 2, 3]
     assert Message.objects.filter(stream__name="project:3").count() == 3
@@ -43,8 +67,11 @@ def test_update_fields_pushes_only_changed_registered_fields():
         task.notes = "x"
         task.save(update_fields=["notes"])
     assert frames(sent) == [
-        ("project:1", "testapp.task.updated",
-         {"model": "testapp.task", "pk": task.pk, "event": "updated", "fields": {"status": "done"}}),
+        (
+            "project:1",
+            "testapp.task.updated",
+            {"model": "testapp.task", "pk": task.pk, "event": "updated", "fields": {"status": "done"}},
+        ),
     ]
 
 
@@ -77,8 +104,16 @@ def test_serializer_type_events_and_none_stream():
         pk = comment.pk
         comment.delete()
     assert frames(sent) == [
-        ("project:5", "comment.added",
-         {"model": "testapp.comment", "pk": pk, "event": "created", "fields": {"text": "HELLO", "task": task.pk}}),
+        (
+            "project:5",
+            "comment.added",
+            {
+                "model": "testapp.comment",
+                "pk": pk,
+                "event": "created",
+                "fields": {"text": "HELLO", "task": task.pk},
+            },
+        ),
     ]
 
 
@@ -130,7 +165,11 @@ def test_unregister_stops_pushes_and_register_as_call():
             task = Task.objects.create(title="a")
             task.save()
         assert frames(sent) == [
-            ("tasks", "task.changed", {"model": "testapp.task", "pk": task.pk, "event": "updated", "fields": {"title": "a"}}),
+            (
+                "tasks",
+                "task.changed",
+                {"model": "testapp.task", "pk": task.pk, "event": "updated", "fields": {"title": "a"}},
+            ),
         ]
     finally:
         sync.unregister(Task)
@@ -149,3 +188,13 @@ def test_decorator_returns_the_class():
         assert sync._registry[Note].fields == ("text",)
     finally:
         sync.unregister(Note)
+
+
+def test_queryset_delete_publishes_per_object():
+    first, second = Task.objects.create(title="a"), Task.objects.create(title="b")
+    with capture_notifications() as sent:
+        Task.objects.all().delete()
+    assert sorted((n.type, n.payload["pk"]) for n in sent) == [
+        ("testapp.task.deleted", first.pk),
+        ("testapp.task.deleted", second.pk),
+    ]

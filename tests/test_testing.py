@@ -23,11 +23,18 @@ def test_capture_records_what_notify_pushes():
     first = sent[0]
     assert isinstance(first, Notification)
     assert (first.stream, first.type, first.payload, first.seq, first.id) == (
-        "orders", "order.shipped", {"order": 1}, 1, published.id,
+        "orders",
+        "order.shipped",
+        {"order": 1},
+        1,
+        published.id,
     )
     assert first.envelope == json.loads(published.text)
     assert [(n.stream, n.type, n.seq) for n in sent] == [
-        ("orders", "order.shipped", 1), (f"user:{alice.pk}", "hello", 1), ("broadcast", "hello", 1), ("orders", "typing", None),
+        ("orders", "order.shipped", 1),
+        (f"user:{alice.pk}", "hello", 1),
+        ("broadcast", "hello", 1),
+        ("orders", "typing", None),
     ]
     assert [n.type for n in sent.filter(stream="orders")] == ["order.shipped", "typing"]
     assert [n.stream for n in sent.filter(type="hello")] == [f"user:{alice.pk}", "broadcast"]
@@ -67,7 +74,12 @@ async def test_connect_returns_a_logged_in_communicator_and_its_welcome():
         assert set(welcome["payload"]["streams"]) == {"broadcast", f"user:{alice.pk}"}
         await sync_to_async(notify)(alice, "hello", {"n": 1})
         frame = json.loads(await communicator.receive_from(timeout=5))
-        assert (frame["type"], frame["stream"], frame["seq"], frame["payload"]) == ("hello", f"user:{alice.pk}", 1, {"n": 1})
+        assert (frame["type"], frame["stream"], frame["seq"], frame["payload"]) == (
+            "hello",
+            f"user:{alice.pk}",
+            1,
+            {"n": 1},
+        )
     finally:
         await communicator.disconnect()
 
