@@ -19,6 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 
 from . import envelope, presence, store
+from .frames import Outgoing, daphne_socket
 from .conf import get_config
 from .hub import get_hub
 from .protocol import PROTOCOL_VERSION, ProtocolError, parse, parse_query
@@ -63,6 +64,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.hub = None
         self._control = None
         self._write = _innermost_send(self.base_send)
+        self._socket = daphne_socket(self._write)
         authenticated = self.user is not None and self.user.is_authenticated
         await self.accept()
         if not authenticated and not self.config["ALLOW_ANONYMOUS"]:
@@ -185,23 +187,23 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     # Live delivery ---------------------------------------------------------
 
-    async def deliver(self, stream, seq, text):
-        """Called by the hub for every message of a stream this socket joined."""
+    async def deliver(self, stream, seq, out):
+        """Called by the hub for every message (an :class:`Outgoing`) of a stream this socket joined."""
         last = self.last.get(stream)
         if last is None:
             return
         if stream in self._busy:
             if seq is not None:
-                self._pending[stream].append((seq, text))
+                self._pending[stream].append((seq, out.text))
             return
         if seq is None:
-            await self._send(text)
+            await self._send_out(out)
         elif seq == last + 1:
             self.last[stream] = seq
-            await self._send(text)
+            await self._send_out(out)
         elif seq > last + 1:
             self._busy.add(stream)
-            self._pending[stream] = [(seq, text)]
+            self._pending[stream] = [(seq, out.text)]
             self._spawn_catch_up(stream, replay=True)
 
     def _spawn_catch_up(self, stream, replay):
@@ -411,6 +413,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def _send(self, text):
         await self._write({"type": "websocket.send", "text": text})
+
+    async def _send_out(self, out):
+        socket = self._socket
+        if socket is not None and socket.state == socket.STATE_OPEN:
+            socket.sendPreparedMessage(out.prepared)
+        else:
+            await self._send(out.text)
 
     async def _error(self, code, message, **extra):
         await self._send(envelope.control("error", {"code": code, "message": message, **extra}))

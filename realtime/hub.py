@@ -21,6 +21,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from . import store
+from .frames import Outgoing
 from .conf import setting
 from .streams import group_name
 
@@ -58,7 +59,9 @@ def get_hub():
 class Hub:
     """Fans layer messages out to subscribed consumers of one event loop.
 
-    A subscriber is any object with ``async deliver(stream, seq, text)``.
+    A subscriber is any object with ``async deliver(stream, seq, out)`` (``out``
+    an :class:`~realtime.frames.Outgoing`), ``async reset(stream, epoch)`` and
+    ``async revoke(user_pk, code)``.
     """
 
     def __init__(self, layer):
@@ -225,9 +228,10 @@ class Hub:
                     logger.exception("realtime: reset of one connection failed")
 
     async def _fan_out(self, stream, seq, text):
+        out = Outgoing(text)
         for consumer in tuple(self.subscribers.get(stream, ())):
             try:
-                await consumer.deliver(stream, seq, text)
+                await consumer.deliver(stream, seq, out)
             except Exception:
                 logger.exception("realtime: delivery to one connection failed")
 
