@@ -106,7 +106,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if query_error is not None:
             await self._error(query_error.code, str(query_error))
         for name, code in refused:
-            await self._error(code, f"You may not read stream {name!r}.", stream=name)
+            if code == "forbidden":
+                await self._error(code, f"You may not read stream {name!r}.", stream=name)
+            else:
+                await self._error(code, "This connection has joined too many streams.", stream=name)
         await self._start(names, starts, heads, resyncs)
         if authenticated and user_stream(self.user) not in self.last:
             # disconnect_user() travels on the user's stream; listen for it even

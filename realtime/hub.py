@@ -72,6 +72,7 @@ class Hub:
         self._membership = asyncio.Lock()
         self._fanout = asyncio.Lock()
         self._task = None
+        self._rejoin_task = None
         self._stale = False
         self._dirty = set()
         self._sweep_handle = None
@@ -85,8 +86,15 @@ class Hub:
             subs = self.subscribers.get(stream)
             if subs is None:
                 await self._start()
-                if self.layer is not None:
-                    await self.layer.group_add(group_name(stream), self.channel)
+                if self.layer is not None and not self._stale:
+                    try:
+                        await self.layer.group_add(group_name(stream), self.channel)
+                    except Exception:
+                        # Serve the socket from the log meanwhile; the receive
+                        # loop re-joins every group once the layer is back.
+                        logger.warning("realtime: group_add failed for %s", stream, exc_info=True)
+                        self._stale = True
+                        self._start_rejoin()
                 heads = await database_sync_to_async(store.heads)([stream])
                 self.last[stream] = heads[stream][0]
                 subs = self.subscribers[stream] = set()
@@ -132,7 +140,10 @@ class Hub:
             self._sweep_handle.cancel()
             self._sweep_handle = None
         self._dirty.clear()
-        task.cancel()
+        for pending in (task, self._rejoin_task):
+            if pending is not None:
+                pending.cancel()
+        self._rejoin_task = None
         try:
             await task
         except asyncio.CancelledError:
@@ -169,6 +180,21 @@ class Hub:
                 await self.handle(message)
             except Exception:
                 logger.exception("realtime: failed to fan out a layer message")
+
+    def _start_rejoin(self):
+        if self._rejoin_task is None or self._rejoin_task.done():
+            self._rejoin_task = asyncio.ensure_future(self._rejoin_soon())
+
+    async def _rejoin_soon(self):
+        # The receive loop may be parked in a receive that still works (only a
+        # group_add failed), so it would not notice; retry from here.
+        delay = 0.5
+        while self._stale and self._task is not None:
+            await asyncio.sleep(delay)
+            try:
+                await self._rejoin()
+            except Exception:
+                delay = min(delay * 2, 5.0)
 
     async def _rejoin(self):
         async with self._membership:

@@ -410,3 +410,17 @@ async def test_disconnect_user_works_after_unsubscribing_the_user_stream(connect
     assert (await client.recv())["type"] == "unsubscribed"
     await adisconnect_user(alice)
     assert await client.close_code() == 4401
+
+
+async def test_with_the_layer_down_sockets_still_connect_and_heal_from_the_log(connect, make_user, settings):
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:9/0", "socket_timeout": None}]},
+        }
+    }
+    client = await connect(await make_user())
+    await store_only("broadcast", payload={"n": 1})  # what notify() stores during an outage
+    await client.send({"type": "ping"})
+    frames = await client.messages(2)
+    assert [f["type"] for f in frames] == ["t", "pong"] and frames[0]["seq"] == 1
