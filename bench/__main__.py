@@ -37,11 +37,13 @@ WORKLOADS = {
 QUICK = {"steady": (300, 30, 10), "burst": (300, 200, 0), "scale": (1000, 10, 2)}
 
 SERVERS = ["raw", "tutorial", "realtime", "realtime-2proc"]
+EXTRA_SERVERS = ["realtime-uvicorn"]
 LABELS = {
     "raw": "raw websockets (ceiling)",
     "tutorial": "Channels tutorial, daphne + channels-redis",
     "realtime": "realtime, 1 daphne process",
     "realtime-2proc": "realtime, 2 daphne processes",
+    "realtime-uvicorn": "realtime, 1 uvicorn process (websockets)",
 }
 
 
@@ -98,6 +100,10 @@ class Run:
         for port in ports:
             if kind == "raw":
                 cmd = [sys.executable, "-m", "bench.raw_server", str(port)]
+            elif kind == "realtime-uvicorn":
+                cmd = [sys.executable, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1",
+                       "--port", str(port), "--ws", "websockets", "--no-access-log", "--log-level", "warning",
+                       "--ws-ping-interval", "0"]
             else:
                 app = "bench.tutorial_asgi:application" if kind == "tutorial" else "project.asgi:application"
                 cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
@@ -175,7 +181,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="small workloads, to try the harness")
-    parser.add_argument("--only", default=",".join(SERVERS))
+    parser.add_argument("--only", default=",".join(SERVERS), help="servers: " + ",".join(SERVERS + EXTRA_SERVERS))
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     args = parser.parse_args(argv)
