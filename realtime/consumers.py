@@ -336,10 +336,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.hub.catch_up(behind)
             for name in behind:
                 if name in self.last and name not in self._busy and self.last[name] < heads[name][0]:
+                    # Inline, not a task: the pong must not overtake the healing.
                     self._busy.add(name)
                     self._pending[name] = []
-                    self._spawn_catch_up(name, replay=True)
-        payload = {"streams": {n: seq for n, (seq, _) in heads.items()}}
+                    await self._catch_up(name, replay=True)
+        payload = {
+            "streams": {n: seq for n, (seq, _) in heads.items()},
+            # Lets a client that joined an empty stream (epoch "") learn it.
+            "epochs": {n: epoch for n, (_, epoch) in heads.items() if epoch},
+        }
         if command.id is not None:
             payload["id"] = command.id
         await self._send(envelope.control("pong", payload))

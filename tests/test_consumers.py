@@ -15,6 +15,7 @@ from django.db import transaction
 from realtime import adisconnect_user, anotify, store
 from realtime.api import reset_stream
 from realtime.envelope import encode_payload
+from realtime.hub import get_hub
 from realtime.routing import websocket_urlpatterns
 from realtime.streams import group_name
 
@@ -200,6 +201,23 @@ async def test_a_ping_heals_a_loss_before_the_pong(connect, make_user):
     assert frames[1]["type"] == "pong"
     assert frames[1]["payload"]["id"] == 7
     assert frames[1]["payload"]["streams"]["broadcast"] == 1
+    assert frames[1]["payload"]["epochs"]["broadcast"]
+
+
+async def test_a_ping_heals_this_socket_before_the_pong_even_when_the_hub_is_current(connect, make_user):
+    user = await make_user()
+    client = await connect(user, resume={"streams": {"broadcast": 0}})
+    # Another socket of this process already brought the hub up to date, but
+    # this one is behind: its own catch-up must also precede the pong.
+    await store_only("broadcast", payload={"n": 1})
+    await store_only("broadcast", payload={"n": 2})
+    hub = get_hub()
+    (consumer,) = hub.subscribers["broadcast"]
+    consumer.last["broadcast"] = 0
+    hub.last["broadcast"] = 2
+    await client.send({"type": "ping"})
+    frames = await client.messages(3)
+    assert [f["type"] for f in frames] == ["t", "t", "pong"]
 
 
 async def test_unexpected_layer_message_does_not_close_anything(connect, make_user):
