@@ -1,13 +1,18 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
 from . import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("notices/", views.send_notice, name="send_notice"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("realtime/", include("realtime.urls")),
 ]
+
+# Serves static files when DEBUG is on (daphne, unlike runserver, does not).
+urlpatterns += staticfiles_urlpatterns()

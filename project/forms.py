@@ -1,0 +1,30 @@
+from django import forms
+from django.contrib.auth import get_user_model
+
+LEVELS = [("info", "Info"), ("success", "Success"), ("warning", "Warning"), ("error", "Error")]
+
+
+class NoticeForm(forms.Form):
+    """A notice a staff member sends to everyone or to one user."""
+
+    audience = forms.ChoiceField(
+        choices=[("everyone", "Everyone"), ("user", "One user")], initial="everyone", widget=forms.RadioSelect
+    )
+    username = forms.CharField(max_length=150, required=False)
+    level = forms.ChoiceField(choices=LEVELS, initial="info", widget=forms.RadioSelect)
+    title = forms.CharField(max_length=120)
+    body = forms.CharField(max_length=1000, required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def clean(self):
+        data = super().clean()
+        self.recipient = None
+        if data.get("audience") == "user":
+            username = (data.get("username") or "").strip()
+            if not username:
+                self.add_error("username", "Whom should it go to?")
+            else:
+                try:
+                    self.recipient = get_user_model().objects.get_by_natural_key(username)
+                except get_user_model().DoesNotExist:
+                    self.add_error("username", f"There is no user named “{username}”.")
+        return data
