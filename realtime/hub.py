@@ -35,8 +35,10 @@ REVOKE_TYPE = "realtime.revoke"
 #: forgets them, and channels-redis expires them after ``group_expiry``.
 REJOIN_INTERVAL = 600.0
 
-#: Pongs share one database read of stream heads per this many seconds.
+#: Pongs share one database read of stream heads per this many seconds ...
 HEADS_TTL = 0.5
+#: ... and pings that arrive this close together share one query.
+HEADS_BATCH_WINDOW = 0.02
 
 _hubs = weakref.WeakKeyDictionary()
 _running = 0
@@ -77,6 +79,8 @@ class Hub:
         self._dirty = set()
         self._sweep_handle = None
         self._heads = {}
+        self._wanted = set()
+        self._heads_batch = None
 
     # Membership -------------------------------------------------------------
 
@@ -317,15 +321,32 @@ class Hub:
             self._heads[stream] = (seq, epoch or cached[1], cached[2])
 
     async def heads(self, streams):
-        """``{stream: (last_seq, epoch)}``, sharing one database read among callers."""
+        """``{stream: (last_seq, epoch)}``, sharing database reads among callers.
+
+        Every ping asks for the heads of its socket's streams, including the
+        user's private stream that no cache entry serves twice; pings arriving
+        within :data:`HEADS_BATCH_WINDOW` share one query.
+        """
         now = time.monotonic()
         missing = [s for s in streams if s not in self._heads or now - self._heads[s][2] > HEADS_TTL]
         if missing:
-            fresh = await database_sync_to_async(store.heads)(missing)
-            now = time.monotonic()
-            for stream, (seq, epoch) in fresh.items():
-                self._heads[stream] = (seq, epoch, now)
+            self._wanted.update(missing)
+            if self._heads_batch is None:
+                self._heads_batch = asyncio.ensure_future(self._read_wanted())
+            # Shielded: a socket closing while it waits must not cancel the others' read.
+            await asyncio.shield(self._heads_batch)
         return {s: self._heads[s][:2] if s in self._heads else (0, "") for s in streams}
+
+    async def _read_wanted(self):
+        try:
+            await asyncio.sleep(HEADS_BATCH_WINDOW)
+        finally:
+            wanted, self._wanted = self._wanted, set()
+            self._heads_batch = None
+        fresh = await database_sync_to_async(store.heads)(sorted(wanted))
+        now = time.monotonic()
+        for stream, (seq, epoch) in fresh.items():
+            self._heads[stream] = (seq, epoch, now)
 
 
 def _log_failure(task):

@@ -442,3 +442,21 @@ async def test_with_the_layer_down_sockets_still_connect_and_heal_from_the_log(c
     await client.send({"type": "ping"})
     frames = await client.messages(2)
     assert [f["type"] for f in frames] == ["t", "pong"] and frames[0]["seq"] == 1
+
+
+async def test_concurrent_pings_share_one_heads_query(connect, make_user, monkeypatch):
+    clients = [await connect(await make_user(f"user{i}")) for i in range(12)]
+    calls = []
+    real_heads = store.heads
+
+    def counting_heads(names, using=None):
+        calls.append(len(names))
+        return real_heads(names, using)
+
+    monkeypatch.setattr(store, "heads", counting_heads)
+    for client in clients:
+        await client.send({"type": "ping"})
+    for client in clients:
+        assert (await client.recv())["type"] == "pong"
+    # broadcast + 12 private user streams, read together.
+    assert len(calls) <= 2 and sum(calls) == 13
