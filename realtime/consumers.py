@@ -19,6 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 
 from . import envelope, presence, store
+from . import frames
 from .frames import Outgoing, daphne_socket
 from .conf import get_config
 from .hub import get_hub
@@ -65,6 +66,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self._control = None
         self._write = _innermost_send(self.base_send)
         self._socket = daphne_socket(self._write)
+        if self._socket is not None:
+            frames.track(self._socket)
         authenticated = self.user is not None and self.user.is_authenticated
         await self.accept()
         if not authenticated and not self.config["ALLOW_ANONYMOUS"]:

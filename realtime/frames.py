@@ -5,9 +5,15 @@ the server for each socket. Under daphne the hub can instead hand autobahn a
 ``PreparedMessage`` (framed once, autobahn's own broadcast optimisation) and
 write it to each socket directly. When the server is not daphne, or the socket
 is not open, sends take the ordinary ASGI path.
+
+The same access lets a stopping daphne say goodbye properly: on SIGTERM every
+open socket gets a 1001 ("going away") close frame, which clients treat as a
+reason to reconnect, instead of a dropped TCP connection (1006).
 """
 
 import functools
+import sys
+import weakref
 
 try:  # daphne is a dependency, but the fast path must never be required
     from autobahn.websocket.protocol import PreparedMessage
@@ -42,4 +48,42 @@ def daphne_socket(send):
     protocol = send.args[0]
     if isinstance(owner, _DaphneServer) and isinstance(protocol, _DaphneWebSocket):
         return protocol
+    return None
+
+
+#: Seconds the reactor waits after the 1001 frames so they are flushed.
+GOING_AWAY_FLUSH = 0.3
+
+_sockets = weakref.WeakSet()
+_hooked = False
+
+
+def track(socket):
+    """Remember an open daphne socket so a server shutdown can close it with 1001."""
+    global _hooked
+    _sockets.add(socket)
+    if not _hooked and "twisted.internet.reactor" in sys.modules:
+        from twisted.internet import reactor
+
+        reactor.addSystemEventTrigger("before", "shutdown", _going_away, reactor)
+        _hooked = True
+
+
+def _going_away(reactor):
+    from twisted.internet import tcp, unix
+    from twisted.internet.task import deferLater
+
+    # Stop accepting first, or clients reconnect to the dying process at once.
+    for reader in reactor.getReaders():
+        if isinstance(reader, (tcp.Port, unix.Port)):
+            reader.stopListening()
+    closed = 0
+    for socket in list(_sockets):
+        if socket.state == socket.STATE_OPEN:
+            # sendClose() refuses 1001 (autobahn allows applications 1000 and
+            # 3000-4999); daphne itself uses sendCloseFrame for its 1011.
+            socket.sendCloseFrame(code=1001, isReply=False)
+            closed += 1
+    if closed:
+        return deferLater(reactor, GOING_AWAY_FLUSH, lambda: None)
     return None

@@ -153,3 +153,23 @@ async def test_idle_connection_survives_15s_on_redis(cluster, login_cookie):
         assert "receive failed" not in servers[0].output()
     finally:
         await asyncio.gather(*(c.stop() for c in clients))
+
+
+async def test_graceful_restart_says_going_away_and_loses_nothing(cluster, login_cookie, daphne_factory, redis_url, layer_prefix):
+    servers, env = cluster(1)
+    server = servers[0]
+    _, cookie = await sync_to_async(login_cookie)()
+    clients = await start_clients(servers, cookie, 5)
+    try:
+        await sync_to_async(finish)(publish(env, "broadcast", 10))
+        assert all(await asyncio.gather(*(c.wait_for("broadcast", 10, 20) for c in clients)))
+        await sync_to_async(server.stop)()  # SIGTERM
+        assert all(c.closes and c.closes[0] == 1001 for c in clients), [c.closes for c in clients]
+        await sync_to_async(finish)(publish(env, "broadcast", 10, start=10))
+        daphne_factory(env=env, name="restarted", port=server.port)
+        assert all(await asyncio.gather(*(c.wait_for("broadcast", 20, 30) for c in clients)))
+        for client in clients:
+            assert client.seqs("broadcast") == list(range(1, 21))
+            assert client.connects == 2, client.closes
+    finally:
+        await asyncio.gather(*(c.stop() for c in clients))
