@@ -1,10 +1,18 @@
 import os
+import shutil
 import uuid
 
 import pytest
 from channels.layers import channel_layers
 
 from tests.procs import DaphneServer, RedisServer
+
+
+def pytest_sessionfinish(session):
+    from tests import settings as test_settings
+
+    if getattr(test_settings, "OWNS_TEST_TMP", False):
+        shutil.rmtree(test_settings._tmp, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

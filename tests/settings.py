@@ -4,9 +4,12 @@ import os
 import tempfile
 
 from project.settings import *  # noqa: F401,F403
-from project.settings import DATABASES, INSTALLED_APPS
+from project.settings import DATABASES, INSTALLED_APPS, REALTIME
 
+# Child processes (daphne, publishers) get the parent's folder through the
+# environment; the process that made it removes it at the end (tests/conftest.py).
 _tmp = os.environ.get("REALTIME_TEST_TMP") or tempfile.mkdtemp(prefix="realtime-tests-")
+OWNS_TEST_TMP = "REALTIME_TEST_TMP" not in os.environ
 
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not shared-cache memory: SQLite's shared cache takes table locks
@@ -20,4 +23,4 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 # Even when REDIS_URL is set for the run: tests must not share state through it.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-REALTIME = {"SWEEP_DELAY": 0.2}
+REALTIME = {**REALTIME, "SWEEP_DELAY": 0.2}
