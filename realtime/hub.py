@@ -61,8 +61,9 @@ def get_hub():
 class Hub:
     """Fans layer messages out to subscribed consumers of one event loop.
 
-    A subscriber is any object with ``async deliver(stream, seq, out)`` (``out``
-    an :class:`~realtime.frames.Outgoing`), ``async reset(stream, epoch)`` and
+    A subscriber is any object with ``push(stream, seq, out)`` (``out`` an
+    :class:`~realtime.frames.Outgoing`; returns None, or text to send with
+    ``async send_text(text)``), ``async reset(stream, epoch)`` and
     ``async revoke(user_pk, code)``.
     """
 
@@ -261,7 +262,9 @@ class Hub:
         out = Outgoing(text)
         for consumer in tuple(self.subscribers.get(stream, ())):
             try:
-                await consumer.deliver(stream, seq, out)
+                pending = consumer.push(stream, seq, out)
+                if pending is not None:
+                    await consumer.send_text(pending)
             except Exception:
                 logger.exception("realtime: delivery to one connection failed")
 
