@@ -1,6 +1,8 @@
 from django import forms
 from django.contrib.auth import get_user_model
 
+from .models import Task
+
 LEVELS = [("info", "Info"), ("success", "Success"), ("warning", "Warning"), ("error", "Error")]
 
 
@@ -28,3 +30,26 @@ class NoticeForm(forms.Form):
                 except get_user_model().DoesNotExist:
                     self.add_error("username", f"There is no user named “{username}”.")
         return data
+
+
+class TaskForm(forms.Form):
+    """A new task, or an edit of one: a rename, a move, or both. Blank fields are left as they are."""
+
+    title = forms.CharField(max_length=200, required=False, strip=True)
+    status = forms.ChoiceField(choices=Task.Status.choices, required=False)
+
+    def __init__(self, *args, creating=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.creating = creating
+
+    def clean(self):
+        data = super().clean()
+        if self.creating and not data.get("title"):
+            self.add_error("title", "Give the task a title.")
+        elif not self.creating and not (data.get("title") or data.get("status")):
+            raise forms.ValidationError("Nothing to change: give a title or a status.")
+        return data
+
+    def changes(self):
+        """``{field: value}`` of what the form sets."""
+        return {name: value for name, value in self.cleaned_data.items() if value}

@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "realtime",
+    "project",
 ]
 
 MIDDLEWARE = [
@@ -110,7 +111,10 @@ if os.environ.get("REDIS_URL"):
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-REALTIME = {}
+REALTIME = {
+    # realtime's default read rules, plus the demo board for signed-in users.
+    "AUTHORIZE": "project.realtime_hooks.authorize",
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -3,11 +3,16 @@ from django.contrib.auth import views as auth_views
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
-from . import views
+from . import board, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("notices/", views.send_notice, name="send_notice"),
+    path("board/", board.board, name="board"),
+    path("board/state/", board.board_state, name="board_state"),
+    path("board/tasks/", board.create_task, name="create_task"),
+    path("board/tasks/<int:pk>/", board.update_task, name="update_task"),
+    path("board/tasks/<int:pk>/delete/", board.delete_task, name="delete_task"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

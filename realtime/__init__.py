@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "notify",
     "anotify",
+    "positions",
     "reset_stream",
     "disconnect_user",
     "adisconnect_user",
@@ -30,7 +31,7 @@ __all__ = [
 def __getattr__(name):
     # The API imports models; load it on first use so importing the package in
     # settings or INSTALLED_APPS does not need the app registry.
-    if name in ("notify", "anotify", "reset_stream", "disconnect_user", "adisconnect_user"):
+    if name in ("notify", "anotify", "positions", "reset_stream", "disconnect_user", "adisconnect_user"):
         from . import api
 
         return getattr(api, name)

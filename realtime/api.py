@@ -15,7 +15,15 @@ from .exceptions import EnvelopeError, RealtimeError
 from .store import Published
 from .streams import group_name, resolve_targets, user_stream, validate_stream
 
-__all__ = ["notify", "anotify", "reset_stream", "disconnect_user", "adisconnect_user", "Published"]
+__all__ = [
+    "notify",
+    "anotify",
+    "positions",
+    "reset_stream",
+    "disconnect_user",
+    "adisconnect_user",
+    "Published",
+]
 
 logger = logging.getLogger("realtime")
 
@@ -89,6 +97,22 @@ async def anotify(target, type, payload=None, *, persist=True, idempotency_key=N
     return await sync_to_async(notify, thread_sensitive=True)(
         target, type, payload, persist=persist, idempotency_key=idempotency_key
     )
+
+
+def positions(streams):
+    """Where ``streams`` stand now: ``{"streams": {name: seq}, "epochs": {name: epoch}}``.
+
+    This is the shape a client resumes from (``?resume=``, see
+    docs/protocol.md). Render it into a page, read it *before* the data the
+    page shows, and a client that connects later receives everything
+    published in between; anything already reflected in the page arrives
+    again and must be harmless to apply twice.
+    """
+    heads = store.heads([validate_stream(name) for name in streams])
+    return {
+        "streams": {name: seq for name, (seq, _) in heads.items()},
+        "epochs": {name: epoch for name, (_, epoch) in heads.items() if epoch},
+    }
 
 
 def reset_stream(name):

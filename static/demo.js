@@ -4,38 +4,13 @@
  * The client itself is started by `{% realtime_client global=True %}`.
  */
 
+import { showConnection } from "./connection.js";
+
 const client = window.realtime;
-const badge = document.getElementById("connection");
-const badgeLabel = badge.querySelector(".badge-label");
 const feed = document.getElementById("feed");
 const feedCount = document.getElementById("feed-count");
 const toasts = document.getElementById("toasts");
 const TOAST_MS = 6000;
-
-const LABELS = {
-  idle: "Not connected",
-  connecting: "Connecting…",
-  open: "Live",
-  closed: "Offline · reconnect",
-};
-
-let countdown = null;
-
-function showState(state) {
-  badge.dataset.state = state;
-  clearInterval(countdown);
-  countdown = null;
-  if (state !== "waiting") {
-    badgeLabel.textContent = LABELS[state];
-    return;
-  }
-  const tick = () => {
-    const seconds = Math.max(0, Math.ceil(((client.retryAt ?? Date.now()) - Date.now()) / 1000));
-    badgeLabel.textContent = `Reconnecting in ${seconds} s`;
-  };
-  tick();
-  countdown = setInterval(tick, 250);
-}
 
 function element(tag, className, text) {
   const node = document.createElement(tag);
@@ -86,7 +61,6 @@ function addToFeed(message) {
   feedCount.textContent = `${feed.children.length} received`;
 }
 
-client.on("state", ({ newState }) => showState(newState));
 client.on("notice", (message) => {
   addToFeed(message);
   showToast(message.payload);
@@ -94,10 +68,7 @@ client.on("notice", (message) => {
 client.on("resync", ({ stream }) => {
   showToast({ level: "warning", title: "Some notices are no longer available", body: `The history of “${stream}” was reset.` });
 });
-badge.addEventListener("click", () => {
-  if (client.state === "waiting" || client.state === "closed") client.connect();
-});
-showState(client.state);
+showConnection(client, document.getElementById("connection"));
 
 const form = document.getElementById("notice-form");
 if (form) {

@@ -8,7 +8,7 @@ import json
 import os
 
 from tests.settings import *  # noqa: F401,F403
-from tests.settings import DATABASES
+from tests.settings import DATABASES, REALTIME
 
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["NAME"] = DATABASES["default"]["TEST"]["NAME"]
@@ -29,4 +29,4 @@ if os.environ.get("REDIS_URL"):
     }
 
 # Tests pass extra REALTIME keys (short heartbeats, small limits) as JSON.
-REALTIME = {"SWEEP_DELAY": 0.2, **json.loads(os.environ.get("REALTIME_JSON", "{}"))}
+REALTIME = {**REALTIME, **json.loads(os.environ.get("REALTIME_JSON", "{}"))}

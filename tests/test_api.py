@@ -16,6 +16,7 @@ from realtime import (
     anotify,
     disconnect_user,
     notify,
+    positions,
     reset_stream,
 )
 from realtime import api, hub
@@ -194,3 +195,13 @@ def test_disconnect_user_sends_a_revoke_to_their_stream(listen):
     disconnect_user(user)
     message = listener.get()
     assert message == {"type": "realtime.revoke", "stream": f"user:{user.pk}", "user": user.pk, "code": 4401}
+
+
+def test_positions_are_what_a_client_resumes_from():
+    notify("orders", "t")
+    notify("orders", "t")
+    result = positions(["orders", "empty"])
+    assert result["streams"] == {"orders": 2, "empty": 0}
+    assert set(result["epochs"]) == {"orders"}
+    with pytest.raises(StreamNameError):
+        positions(["bad name"])

@@ -32,16 +32,12 @@ def initial_positions(user):
 
     Empty for an anonymous user unless ``REALTIME["ALLOW_ANONYMOUS"]``.
     """
-    from .. import store
+    from ..api import positions
     from ..streams import default_streams_of
 
     if (user is None or not user.is_authenticated) and not setting("ALLOW_ANONYMOUS"):
         return {"streams": {}, "epochs": {}}
-    heads = store.heads(default_streams_of(user))
-    return {
-        "streams": {name: seq for name, (seq, _) in heads.items()},
-        "epochs": {name: epoch for name, (_, epoch) in heads.items() if epoch},
-    }
+    return positions(default_streams_of(user))
 
 
 @register.simple_tag(takes_context=True)
