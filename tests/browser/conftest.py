@@ -162,3 +162,19 @@ def wait_until(page, expression, timeout=15000, arg=None):
 def notices(page):
     """The ``n`` of every ``notice`` the page's client delivered, in order."""
     return page.evaluate("rec.messages.filter((m) => m.type === 'notice').map((m) => m.payload.n)")
+
+
+@pytest.fixture
+def proxy():
+    """Start a :class:`BlackHoleProxy` in front of a server; all are stopped at the end."""
+    from tests.browser.proxy import BlackHoleProxy
+
+    proxies = []
+
+    def start(server):
+        proxies.append(BlackHoleProxy(server.port).start())
+        return proxies[-1]
+
+    yield start
+    for started in proxies:
+        started.stop()

@@ -4,24 +4,10 @@
 import pytest
 
 from tests.browser.conftest import notices, wait_until
-from tests.browser.proxy import BlackHoleProxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 HEARTBEAT = 200
-
-
-@pytest.fixture
-def proxy():
-    proxies = []
-
-    def start(server):
-        proxies.append(BlackHoleProxy(server.port).start())
-        return proxies[-1]
-
-    yield start
-    for started in proxies:
-        started.stop()
 
 
 def test_black_hole_is_detected_by_missed_pongs_and_healed(live, open_page, publish, proxy):

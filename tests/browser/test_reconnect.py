@@ -3,24 +3,10 @@
 import pytest
 
 from tests.browser.conftest import notices, wait_until
-from tests.browser.proxy import BlackHoleProxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 FAST = {"backoff_min": 50, "backoff_max": 100, "heartbeat": 60000}
-
-
-@pytest.fixture
-def proxy_to():
-    proxies = []
-
-    def start(server):
-        proxies.append(BlackHoleProxy(server.port).start())
-        return proxies[-1]
-
-    yield start
-    for proxy in proxies:
-        proxy.stop()
 
 
 @pytest.mark.parametrize("code", [1000, 4401])
@@ -49,12 +35,12 @@ def test_reconnect_after_server_error_1011_without_resetting_attempts(live, open
     assert page.evaluate("__frames.filter((f) => f.dir === 'connect').length") >= 3
 
 
-def test_reconnect_after_abnormal_close_1006(live, open_page, proxy_to, publish):
+def test_reconnect_after_abnormal_close_1006(live, open_page, proxy, publish):
     server = live()
-    proxy = proxy_to(server)
-    page = open_page(server, url=f"ws://127.0.0.1:{proxy.port}/ws/realtime/", **FAST)
+    hole = proxy(server)
+    page = open_page(server, url=f"ws://127.0.0.1:{hole.port}/ws/realtime/", **FAST)
     wait_until(page, "realtime.state === 'open'")
-    proxy.drop()
+    hole.drop()
     wait_until(page, "rec.closes.length >= 1")
     publish("broadcast", 1)
     wait_until(page, "rec.states.filter((s) => s.newState === 'open').length >= 2")
