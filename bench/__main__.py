@@ -90,7 +90,7 @@ class Run:
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "REDIS_URL": redis_url,
-            "BENCH_DB": str(Path(tmp) / "bench.sqlite3"),
+            "SQLITE_PATH": str(Path(tmp) / "bench.sqlite3"),
             "DJANGO_SETTINGS_MODULE": "bench.settings",
         }
         self.procs = []
