@@ -20,6 +20,7 @@ __all__ = [
     "reset_stream",
     "disconnect_user",
     "adisconnect_user",
+    "recheck_sessions",
     "EnvelopeError",
     "MessageTooLarge",
     "RealtimeConfigError",
@@ -31,7 +32,7 @@ __all__ = [
 def __getattr__(name):
     # The API imports models; load it on first use so importing the package in
     # settings or INSTALLED_APPS does not need the app registry.
-    if name in ("notify", "anotify", "positions", "reset_stream", "disconnect_user", "adisconnect_user"):
+    if name in ("notify", "anotify", "positions", "reset_stream", "disconnect_user", "adisconnect_user", "recheck_sessions"):
         from . import api
 
         return getattr(api, name)

@@ -22,6 +22,7 @@ __all__ = [
     "reset_stream",
     "disconnect_user",
     "adisconnect_user",
+    "recheck_sessions",
     "Published",
 ]
 
@@ -125,9 +126,7 @@ def reset_stream(name):
     epoch = store.reset(validate_stream(name))
     if epoch is None:
         return False
-    _push_layer(
-        [{"type": hub.RESET_TYPE, "stream": name, "epoch": epoch}], [name]
-    )
+    _push_layer([{"type": hub.RESET_TYPE, "stream": name, "epoch": epoch}], [name], control=True)
     return True
 
 
@@ -140,12 +139,27 @@ def disconnect_user(user, code=4401):
     _refuse_event_loop()
     pk = getattr(user, "pk", user)
     stream = user_stream(pk)
-    _push_layer([{"type": hub.REVOKE_TYPE, "stream": stream, "user": pk, "code": code}], [stream])
+    _push_layer([{"type": hub.REVOKE_TYPE, "stream": stream, "user": pk, "code": code}], [stream], control=True)
 
 
 async def adisconnect_user(user, code=4401):
     """Async twin of :func:`disconnect_user`."""
     await sync_to_async(disconnect_user, thread_sensitive=True)(user, code)
+
+
+def recheck_sessions(user):
+    """Have every open socket of ``user`` (a user or a pk) check its session now.
+
+    A socket whose session no longer logs the user in (deleted, expired, or
+    signed with an old password hash) closes with 4401. realtime calls this
+    whenever a user is saved; call it after ending sessions some other way
+    (e.g. deleting them from a cache). Without it, sockets notice at their
+    next ping. No-op when ``REALTIME["VERIFY_SESSIONS"]`` is off.
+    """
+    _refuse_event_loop()
+    pk = getattr(user, "pk", user)
+    stream = user_stream(pk)
+    _push_layer([{"type": hub.RECHECK_TYPE, "stream": stream, "user": pk}], [stream], control=True)
 
 
 def _refuse_event_loop():
@@ -169,8 +183,15 @@ def _push(results):
     )
 
 
-def _push_layer(messages, streams):
+def _push_layer(messages, streams, control=False):
+    """Send ``messages`` to the groups of ``streams``; never raises.
+
+    ``control`` messages (reset, revoke, recheck) concern only sockets served
+    by a hub, so with nobody to reach they are dropped without a warning.
+    """
     layer = get_channel_layer(setting("CHANNEL_LAYER"))
+    if control and (layer is None or (isinstance(layer, InMemoryChannelLayer) and not hub.serving())):
+        return
     if layer is None:
         _warn_once(
             "no-layer",

@@ -33,6 +33,26 @@ DEFAULTS = {
     "MAX_INVALID_FRAMES": 20,
     # Streams one connection may join.
     "MAX_STREAMS_PER_CONNECTION": 100,
+    # Open sockets one user may hold (counted across server processes when
+    # presence is shared, else per process); the next one is closed with 4029.
+    "MAX_CONNECTIONS_PER_USER": 50,
+    # Open anonymous sockets per client IP address (with ALLOW_ANONYMOUS).
+    "MAX_CONNECTIONS_PER_IP": 100,
+    # Bytes queued for one socket but not yet written to the network; a client
+    # that falls this far behind is closed with 4010 and resumes from its seq.
+    "MAX_OUTBOUND_BUFFER": 1024 * 1024,
+    # Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For is
+    # trusted for the client IP (connection limits, publish API failure limits).
+    "TRUSTED_PROXIES": [],
+    # Re-check on pings (at most once per half heartbeat) that the socket's
+    # session still logs its user in: password change, expiry, deletion.
+    "VERIFY_SESSIONS": True,
+    # Seconds a client has to send complete HTTP request headers to daphne
+    # (slowloris protection for every daphne connection; None: off).
+    "HANDSHAKE_TIMEOUT": 15,
+    # Write frames to daphne's sockets directly (framed once per message);
+    # False uses the plain ASGI send for every frame.
+    "DAPHNE_FAST_PATH": True,
     # How often the bundled client pings, in seconds; sent to clients in ``welcome``.
     "HEARTBEAT_INTERVAL": 25,
     # Keep log entries at least this many seconds (None: forever) ...
@@ -49,6 +69,9 @@ DEFAULTS = {
     # Requests one publish token may make per PUBLISH_RATE_WINDOW seconds (None: no limit).
     "PUBLISH_RATE_LIMIT": 600,
     "PUBLISH_RATE_WINDOW": 60,
+    # Failed token attempts one client IP may make per PUBLISH_RATE_WINDOW
+    # before it gets 429 without its token being looked at (None: no limit).
+    "PUBLISH_AUTH_FAILURE_LIMIT": 20,
     # Cache alias holding the publish API's rate-limit counters.
     "PUBLISH_CACHE": "default",
     # Publish tokens kept in settings instead of the database (e.g. read from the
@@ -84,6 +107,9 @@ def get_config():
         "INBOUND_BURST",
         "MAX_INVALID_FRAMES",
         "MAX_STREAMS_PER_CONNECTION",
+        "MAX_CONNECTIONS_PER_USER",
+        "MAX_CONNECTIONS_PER_IP",
+        "MAX_OUTBOUND_BUFFER",
         "REPLAY_BATCH",
     ):
         value = config[key]
@@ -103,11 +129,21 @@ def get_config():
             raise RealtimeConfigError(
                 f'settings.REALTIME["{key}"] must be a positive integer or None, got {value!r}.'
             )
-    limit = config["PUBLISH_RATE_LIMIT"]
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+    for key in ("PUBLISH_RATE_LIMIT", "PUBLISH_AUTH_FAILURE_LIMIT"):
+        value = config[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise RealtimeConfigError(
+                f'settings.REALTIME["{key}"] must be a positive integer or None, got {value!r}.'
+            )
+    timeout = config["HANDSHAKE_TIMEOUT"]
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
         raise RealtimeConfigError(
-            f'settings.REALTIME["PUBLISH_RATE_LIMIT"] must be a positive integer or None, got {limit!r}.'
+            f'settings.REALTIME["HANDSHAKE_TIMEOUT"] must be a positive number of seconds or None, got {timeout!r}.'
         )
+    for key in ("VERIFY_SESSIONS", "DAPHNE_FAST_PATH", "ALLOW_ANONYMOUS"):
+        if not isinstance(config[key], bool):
+            raise RealtimeConfigError(f'settings.REALTIME["{key}"] must be True or False, got {config[key]!r}.')
+    config["TRUSTED_PROXIES"] = _validate_proxies(config["TRUSTED_PROXIES"])
     if not isinstance(config["PUBLISH_CACHE"], str) or not config["PUBLISH_CACHE"]:
         raise RealtimeConfigError(
             f'settings.REALTIME["PUBLISH_CACHE"] must be a cache alias, got {config["PUBLISH_CACHE"]!r}.'
@@ -121,6 +157,22 @@ def get_config():
     _validate_publish_tokens(config["PUBLISH_TOKENS"])
     _validate_presence(config["PRESENCE"])
     return config
+
+
+def _validate_proxies(proxies):
+    """Return ``TRUSTED_PROXIES`` as a tuple of :mod:`ipaddress` networks."""
+    import ipaddress
+
+    where = 'settings.REALTIME["TRUSTED_PROXIES"]'
+    if isinstance(proxies, str) or not isinstance(proxies, (list, tuple)):
+        raise RealtimeConfigError(f'{where} must be a list of addresses or networks such as "10.0.0.0/8".')
+    networks = []
+    for entry in proxies:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except (TypeError, ValueError):
+            raise RealtimeConfigError(f"{where} has {entry!r}, which is not an IP address or network.") from None
+    return tuple(networks)
 
 
 def _validate_publish_tokens(tokens):

@@ -6,6 +6,12 @@ below that seq is a duplicate and is dropped, one that skips ahead makes the
 consumer read the missing range from the log first. While a stream is being
 replayed, live messages for it wait in a queue, so the client always sees
 seqs in order, each once.
+
+Nothing a client sends can crash a connection, and however a connection ends
+(close, crash, cancellation by the server) it leaves the hub, its group
+memberships, its presence entry and its connection count behind it: see
+:meth:`RealtimeConsumer.__call__`. Everything it writes goes through one
+bounded :class:`~realtime.outbound.Output` (docs/security.md).
 """
 
 import asyncio
@@ -15,24 +21,31 @@ import uuid
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
+from django.db import DatabaseError
 
-from . import envelope, presence, store
-from . import frames
-from .frames import Outgoing, daphne_socket
+from . import envelope, limits, presence, sessions, store
 from .conf import get_config
 from .hub import get_hub
-from .protocol import PROTOCOL_VERSION, ProtocolError, parse, parse_query
+from .outbound import Outgoing, output_for
+from .protocol import (
+    CLOSE_POLICY,
+    CLOSE_SERVER_ERROR,
+    CLOSE_SLOW,
+    CLOSE_TOO_BIG,
+    CLOSE_TOO_MANY_CONNECTIONS,
+    CLOSE_UNAUTHENTICATED,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    parse,
+    parse_query,
+)
+from .servers import daphne
 from .streams import authorize, streams_for, user_stream
 
 logger = logging.getLogger("realtime")
-
-#: Close codes. Daphne (autobahn) lets applications send only 1000 and
-#: 3000-4999, so the 1008/1009 of RFC 6455 are sent as 4008/4009.
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_POLICY = 4008
-CLOSE_TOO_BIG = 4009
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
@@ -41,13 +54,36 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     # No per-connection layer channel: the per-process hub receives for everyone.
     channel_layer_alias = "realtime:no-per-connection-channel"
 
+    # Until connect() runs, a failing connection has nothing to release.
+    hub = None
+    connection_id = None
+    limit_key = None
+    _out = None
+    _released = False
+    _closing = False
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # However the connection ends: websocket.disconnect (which daphne
+            # does not deliver after an application error), an exception, or
+            # cancellation by the server.
+            self._release()
+
     async def dispatch(self, message):
         # Channels runs close_old_connections in a thread before every handler;
         # our handlers reach the database only through database_sync_to_async,
         # which does that itself, so skip the thread hop on every frame.
         handler = getattr(self, get_handler_name(message), None)
-        if handler is not None:
+        if handler is None:
+            return
+        try:
             await handler(message)
+        except (StopConsumer, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            await self._failed(message["type"], exc)
 
     # Lifecycle -------------------------------------------------------------
 
@@ -58,16 +94,24 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.last = {}
         self._busy = set()
         self._pending = {}
+        self._pending_bytes = {}
+        self._overflowed = set()
         self._tasks = set()
         self._invalid = 0
+        self._failures = 0
         self._tokens = float(self.config["INBOUND_BURST"])
         self._refill_at = time.monotonic()
-        self.hub = None
         self._control = None
-        self._write = _innermost_send(self.base_send)
-        self._socket = daphne_socket(self._write)
-        if self._socket is not None:
-            frames.track(self._socket)
+        self._replaying = asyncio.Lock()
+        self._session_key = None
+        self._verified_at = time.monotonic()
+        self._verifying = None
+        send = _innermost_send(self.base_send)
+        self._out = output_for(send, self.config["MAX_OUTBOUND_BUFFER"])
+        socket = getattr(self._out, "socket", None)
+        if socket is not None:
+            daphne.track(socket)
+            daphne.limit_inbound(socket, self.config["MAX_INBOUND_SIZE"])
         authenticated = self.user is not None and self.user.is_authenticated
         await self.accept()
         if not authenticated and not self.config["ALLOW_ANONYMOUS"]:
@@ -75,9 +119,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             # bare HTTP 403 it cannot tell from a wrong Origin.
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        if not await limits.admit(self):
+            await self._error("too_many_connections", "Too many open connections; close some and reload.")
+            await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
+            return
+        if authenticated and self.config["VERIFY_SESSIONS"]:
+            self._session_key = sessions.session_key(self.scope)
         query_error = None
         try:
-            positions, epochs = parse_query(self.scope.get("query_string", b""))
+            positions, epochs = parse_query(
+                self.scope.get("query_string", b""), self.config["MAX_STREAMS_PER_CONNECTION"]
+            )
         except ProtocolError as exc:
             positions, epochs, query_error = {}, {}, exc
         self.hub = get_hub()
@@ -114,24 +166,43 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             else:
                 await self._error(code, "This connection has joined too many streams.", stream=name)
         await self._start(names, starts, heads, resyncs)
-        if authenticated and user_stream(self.user) not in self.last:
+        if authenticated and user_stream(self.user) not in self.last and not self._released:
             # disconnect_user() travels on the user's stream; listen for it even
             # when DEFAULT_STREAMS leaves that stream out (push() ignores
             # messages of streams this socket has not joined).
             self._control = user_stream(self.user)
-            await self.hub.subscribe(self, self._control)
-        await self._presence(presence.connected)
+            await self._subscribe_hub(self._control)
+        if not self._released:
+            await self._presence(presence.connected)
 
     async def disconnect(self, code):
-        for task in list(getattr(self, "_tasks", ())):
+        self._release()
+
+    def _release(self):
+        """Leave everything this connection holds; runs once, synchronously.
+
+        Synchronous so that a cancelled connection cannot stop half-way: the
+        hub and the counters let go at once, and the writes to shared stores
+        (group membership, presence) run as tasks of their own.
+        """
+        if self._released:
+            return
+        self._released = True
+        self._closing = True
+        if self._out is not None:
+            self._out.discard()
+        if self.connection_id is None:
+            return
+        for task in list(self._tasks):
             task.cancel()
-        if getattr(self, "hub", None) is not None:
-            await self._presence(presence.disconnected)
-            for name in list(self.last):
-                self.last.pop(name, None)
-                await self.hub.unsubscribe(self, name)
-            if self._control is not None:
-                await self.hub.unsubscribe(self, self._control)
+        limits.release(self)
+        if self.hub is not None:
+            presence.in_background(presence.disconnected(self))
+            for name in [*self.last, self._control]:
+                if name is not None:
+                    self.hub.unsubscribe(self, name)
+            self.last.clear()
+            self._pending.clear()
 
     @property
     def streams(self):
@@ -145,6 +216,30 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             # Presence is advisory; a presence store outage must not cost the socket.
             logger.warning("realtime: presence %s failed", hook.__name__, exc_info=True)
 
+    async def close(self, code=None, reason=None):
+        """Close after the frames already written; later writes are dropped."""
+        if self._out is None:
+            await super().close(code, reason)
+            return
+        if self._closing:
+            return
+        self._closing = True
+        await self._out.close(1000 if code is None else code)
+
+    async def _failed(self, event, exc):
+        """An exception escaped a handler: log it once, then answer instead of crashing."""
+        self._failures += 1
+        log = logger.exception if self._failures == 1 else logger.debug
+        log("realtime: connection %s: %s failed", self.connection_id, event, exc_info=exc)
+        if self._closing:
+            return
+        if event != "websocket.receive" or isinstance(exc, DatabaseError):
+            # Without the database (or a complete connect) this socket cannot
+            # keep its promises; the client reconnects and resumes.
+            await self.close(code=CLOSE_SERVER_ERROR)
+            return
+        await self._error("internal_error", "The server failed to handle this frame.")
+
     # Joining streams -------------------------------------------------------
 
     async def _join(self, names, positions, epochs):
@@ -157,7 +252,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             self._busy.add(name)
             self._pending[name] = []
         for name in names:
-            await self.hub.subscribe(self, name)
+            await self._subscribe_hub(name)
         heads = await database_sync_to_async(store.heads)(names)
         starts, known, resyncs = {}, {}, []
         for name in names:
@@ -178,6 +273,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             known[name] = epoch
         return starts, known, heads, resyncs
 
+    async def _subscribe_hub(self, name):
+        await self.hub.subscribe(self, name)
+        if self._released:
+            # The connection ended while we waited; _release() could not see this one.
+            self.hub.unsubscribe(self, name)
+
     async def _start(self, names, starts, heads, resyncs):
         for name, head, epoch, reason in resyncs:
             await self._resync(name, head, epoch, reason)
@@ -188,60 +289,104 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             if behind or self._pending.get(name):
                 self._spawn_catch_up(name, replay=behind)
             else:
-                self._busy.discard(name)
-                self._pending.pop(name, None)
+                self._settle(name)
+
+    def _settle(self, stream):
+        self._busy.discard(stream)
+        self._pending.pop(stream, None)
+        self._pending_bytes.pop(stream, None)
+
+    def _hold(self, stream):
+        """Make live messages of ``stream`` wait (in order) until a catch-up drains them."""
+        self._busy.add(stream)
+        self._pending[stream] = []
+        self._pending_bytes[stream] = 0
 
     # Live delivery ---------------------------------------------------------
 
     def push(self, stream, seq, out):
-        """Take one message (an :class:`Outgoing`) of a stream from the hub.
+        """Take one message (an :class:`~realtime.outbound.Outgoing`) of a stream from the hub.
 
         Synchronous on purpose: a fan-out to 5,000 sockets must not create
         5,000 coroutines (their garbage set off 0.5 s collections, measured).
-        Returns None when done, or the text the hub must still send with
-        :meth:`send_text` (servers other than daphne).
         """
         last = self.last.get(stream)
-        if last is None:
-            return None
+        if last is None or self._closing:
+            return
         if stream in self._busy:
             if seq is not None:
-                self._pending[stream].append((seq, out.text))
-            return None
+                self._queue(stream, seq, out.text)
+            return
         if seq is not None:
             if seq <= last:
-                return None
+                return
             if seq > last + 1:
-                self._busy.add(stream)
-                self._pending[stream] = [(seq, out.text)]
+                self._hold(stream)
+                self._queue(stream, seq, out.text)
                 self._spawn_catch_up(stream, replay=True)
-                return None
+                return
             self.last[stream] = seq
-        socket = self._socket
-        if socket is not None and socket.state == socket.STATE_OPEN:
-            frames.send_prepared(socket, out)
-            return None
-        return out.text
+        if not self._out.write(out):
+            self._slow()
+
+    def _queue(self, stream, seq, text):
+        """Keep a live message for after the replay; past the buffer limit, let the log keep it."""
+        size = len(text)
+        if self._pending_bytes.get(stream, 0) + size > self.config["MAX_OUTBOUND_BUFFER"]:
+            # Everything persisted is in the log: replay further instead of holding it here.
+            self._pending[stream] = []
+            self._pending_bytes[stream] = 0
+            self._overflowed.add(stream)
+            return
+        self._pending[stream].append((seq, text))
+        self._pending_bytes[stream] = self._pending_bytes.get(stream, 0) + size
+
+    def _slow(self):
+        """The client is not reading fast enough: let it go and resume later."""
+        if self._closing:
+            return
+        logger.info(
+            "realtime: connection %s is %d bytes behind; closing it with %d (it resumes)",
+            self.connection_id,
+            self._out.buffered,
+            CLOSE_SLOW,
+        )
+        self._out.discard()
+        self._spawn(self.close(code=CLOSE_SLOW))
 
     async def send_text(self, text):
-        """Send one text frame through ASGI."""
-        await self._write({"type": "websocket.send", "text": text})
+        """Send one text frame after everything written before."""
+        if self._closing:
+            return
+        if not self._out.write_text(text):
+            self._slow()
 
-    def _spawn_catch_up(self, stream, replay):
-        task = asyncio.ensure_future(self._catch_up(stream, replay))
+    def _spawn(self, coroutine):
+        if self._released:
+            coroutine.close()
+            return None
+        task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _spawn_catch_up(self, stream, replay):
+        self._spawn(self._catch_up(stream, replay))
 
     async def _catch_up(self, stream, replay):
         """Replay from the log and drain queued live messages, in seq order."""
         try:
-            while stream in self.last:
-                if replay:
+            while stream in self.last and not self._closing:
+                if replay or stream in self._overflowed:
+                    self._overflowed.discard(stream)
                     await self._replay(stream)
+                    if stream in self._overflowed:
+                        continue
                 queue = self._pending.get(stream)
                 if not queue:
                     return
                 self._pending[stream] = []
+                self._pending_bytes[stream] = 0
                 replay = False
                 for seq, text in sorted(queue):
                     last = self.last.get(stream)
@@ -258,27 +403,49 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         except asyncio.CancelledError:
             raise
         except Exception:
-            logger.exception("realtime: replay of %s failed; closing so the client resumes", stream)
-            await self.close(code=4500)
+            logger.exception(
+                "realtime: connection %s: replay of %s failed; closing so the client resumes",
+                self.connection_id,
+                stream,
+            )
+            await self.close(code=CLOSE_SERVER_ERROR)
         finally:
-            self._busy.discard(stream)
-            self._pending.pop(stream, None)
+            self._settle(stream)
 
     async def _replay(self, stream):
-        batch = self.config["REPLAY_BATCH"]
-        while stream in self.last:
-            last = self.last[stream]
-            rows = await database_sync_to_async(store.read_after)(stream, last, batch)
-            if not rows or stream not in self.last:
-                return
-            if rows[0][0] > last + 1:
-                heads = await self.hub.heads([stream])
-                await self._resync(stream, rows[0][0] - 1, heads[stream][1], "pruned")
-            for seq, text in rows:
-                self.last[stream] = seq
-                await self.send_text(text)
+        """Send the log after ``self.last[stream]``, paced by the socket.
+
+        A batch is read only when the socket's buffer is below half the
+        limit, and batches shrink to fit the limit, so a client resuming a
+        huge history from seq 0 costs this server one batch and one buffer
+        at a time, never the history.
+        """
+        limit = self.config["MAX_OUTBOUND_BUFFER"]
+        batch = min(self.config["REPLAY_BATCH"], 100)
+        while stream in self.last and not self._closing:
+            await self._out.drained(limit // 4)
+            async with self._replaying:  # one batch in memory per connection
+                last = self.last.get(stream)
+                if last is None or self._closing:
+                    return
+                rows = await database_sync_to_async(store.read_after)(stream, last, batch)
+                if not rows or stream not in self.last:
+                    return
+                if rows[0][0] > last + 1:
+                    heads = await self.hub.heads([stream])
+                    await self._resync(stream, rows[0][0] - 1, heads[stream][1], "pruned")
+                size = 0
+                for seq, text in rows:
+                    if self._out.buffered > limit // 2:
+                        await self._out.drained(limit // 4)
+                    if stream not in self.last or self._closing:
+                        return
+                    self.last[stream] = seq
+                    size += len(text)
+                    await self.send_text(text)
             if len(rows) < batch:
                 return
+            batch = max(1, min(self.config["REPLAY_BATCH"], (limit // 2) * len(rows) // max(size, 1)))
 
     async def _resync(self, stream, seq, epoch, reason):
         self.last[stream] = seq
@@ -295,18 +462,51 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if stream in self.last:
             self._pending.pop(stream, None)
             if stream in self._busy:
-                self._pending[stream] = []
+                self._hold(stream)
             await self._resync(stream, 0, epoch, "reset")
 
     async def revoke(self, user_pk, code):
         """The hub relays a ``disconnect_user()``: close if this socket is that user's."""
-        if self.user is not None and self.user.is_authenticated and str(self.user.pk) == str(user_pk):
+        if self._is_user(user_pk):
             await self.close(code=code or CLOSE_UNAUTHENTICATED)
+
+    def recheck(self, user_pk):
+        """The hub relays that this user was saved: verify the session now, not at the next ping."""
+        if self._is_user(user_pk):
+            self._verify(force=True)
+
+    def _is_user(self, user_pk):
+        return self.user is not None and self.user.is_authenticated and str(self.user.pk) == str(user_pk)
+
+    # Session checks --------------------------------------------------------
+
+    def _verify(self, force=False):
+        """Start a check that the session still logs the user in (at most one at a time)."""
+        if self._session_key is None or self._closing:
+            return
+        if self._verifying is not None and not self._verifying.done():
+            return
+        now = time.monotonic()
+        if not force and now - self._verified_at < self.config["HEARTBEAT_INTERVAL"] / 2:
+            return
+        self._verified_at = now
+        self._verifying = self._spawn(self._check_session())
+
+    async def _check_session(self):
+        try:
+            valid = await sessions.still_logged_in(self._session_key, self.user)
+        except Exception:
+            # A session store outage must not log everyone out; the next ping retries.
+            logger.warning("realtime: connection %s: cannot check its session", self.connection_id, exc_info=True)
+            return
+        if not valid:
+            logger.info("realtime: connection %s: the session ended; closing with %d", self.connection_id, CLOSE_UNAUTHENTICATED)
+            await self.close(code=CLOSE_UNAUTHENTICATED)
 
     # Client frames ---------------------------------------------------------
 
     async def receive(self, text_data=None, bytes_data=None):
-        if self.hub is None:
+        if self.hub is None or self._closing:
             return
         if not self._take_token():
             await self.close(code=CLOSE_POLICY)
@@ -315,11 +515,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self._invalid_frame("binary_frame", "Binary frames are not part of the protocol; send JSON text.")
             return
         limit = self.config["MAX_INBOUND_SIZE"]
-        if len(text_data) > limit or (len(text_data) * 4 > limit and len(text_data.encode("utf-8")) > limit):
+        if len(text_data) > limit or (len(text_data) * 4 > limit and len(text_data.encode("utf-8", "surrogatepass")) > limit):
             await self.close(code=CLOSE_TOO_BIG)
             return
         try:
-            command = parse(text_data)
+            command = parse(text_data, self.config["MAX_STREAMS_PER_CONNECTION"])
         except ProtocolError as exc:
             await self._invalid_frame(exc.code, str(exc))
             return
@@ -345,6 +545,22 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await self._error(code, message)
 
     async def _on_ping(self, command):
+        self._verify()
+        payload = {"streams": {}, "epochs": {}}
+        try:
+            payload = await self._heal()
+        except DatabaseError:
+            # The link is fine, the database is not: answer (so the client does
+            # not drop a working socket) without heads; the next ping heals.
+            logger.warning("realtime: connection %s: cannot read stream heads for a pong", self.connection_id, exc_info=True)
+        if command.id is not None:
+            payload["id"] = command.id
+        await self.send_text(envelope.control("pong", payload))
+        # After the pong: a slow presence store must not look like a dead link.
+        await self._presence(presence.touch)
+
+    async def _heal(self):
+        """Send whatever the log has beyond what this socket got; return the pong's heads."""
         names = [n for n in self.last if n not in self._busy]
         heads = await self.hub.heads(list(self.last))
         behind = [n for n in names if heads[n][0] > self.last.get(n, heads[n][0])]
@@ -355,38 +571,32 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             for name in behind:
                 if name in self.last and name not in self._busy and self.last[name] < heads[name][0]:
                     # Inline, not a task: the pong must not overtake the healing.
-                    self._busy.add(name)
-                    self._pending[name] = []
+                    self._hold(name)
                     await self._catch_up(name, replay=True)
-        payload = {
+        return {
             "streams": {n: seq for n, (seq, _) in heads.items()},
             # Lets a client that joined an empty stream (epoch "") learn it.
             "epochs": {n: epoch for n, (_, epoch) in heads.items() if epoch},
         }
-        if command.id is not None:
-            payload["id"] = command.id
-        await self.send_text(envelope.control("pong", payload))
-        # After the pong: a slow presence store must not look like a dead link.
-        await self._presence(presence.touch)
 
     async def _on_subscribe(self, command):
-        await self._subscribe_many(command.positions, command.epochs, reply=True)
+        await self._subscribe_many(command.positions, command.epochs)
 
     async def _on_unsubscribe(self, command):
         name = command.stream
         if self.last.pop(name, None) is not None:
-            self._busy.discard(name)
-            self._pending.pop(name, None)
+            self._settle(name)
+            self._overflowed.discard(name)
             if self.user.is_authenticated and name == user_stream(self.user):
                 self._control = name  # stay reachable by disconnect_user()
             else:
-                await self.hub.unsubscribe(self, name)
+                self.hub.unsubscribe(self, name)
         await self.send_text(envelope.control("unsubscribed", {"stream": name}, stream=name))
 
     async def _on_resume(self, command):
         fresh = {n: s for n, s in command.positions.items() if n not in self.last}
         if fresh:
-            await self._subscribe_many(fresh, command.epochs, reply=True)
+            await self._subscribe_many(fresh, command.epochs)
         joined = [n for n in command.positions if n in self.last and n not in fresh and n not in self._busy]
         if not joined:
             return
@@ -394,7 +604,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         for name in joined:
             head, epoch = heads[name]
             since, their_epoch = command.positions[name], command.epochs.get(name)
-            if since is None or name in self._busy:
+            if since is None or name in self._busy or name not in self.last:
                 continue
             if their_epoch and epoch and their_epoch != epoch:
                 await self._resync(name, head, epoch, "epoch")
@@ -405,11 +615,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 # the client drops what it already has.
                 self.last[name] = since
                 if since < head:
-                    self._busy.add(name)
-                    self._pending[name] = []
+                    self._hold(name)
                     self._spawn_catch_up(name, replay=True)
 
-    async def _subscribe_many(self, positions, epochs, reply):
+    async def _subscribe_many(self, positions, epochs):
         names = []
         for name in positions:
             if name in self.last:
@@ -422,7 +631,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 await self._error("forbidden", f"You may not read stream {name!r}.", stream=name)
             else:
                 names.append(name)
-        if not names:
+        if not names or self._closing:
             return
         starts, known, heads, resyncs = await self._join(names, positions, epochs)
         for name in names:

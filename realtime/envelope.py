@@ -22,7 +22,8 @@ from django.utils.functional import Promise
 
 from .exceptions import EnvelopeError, MessageTooLarge
 
-TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+# fullmatch, never match with "$": "$" also matches before a trailing newline.
+TYPE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 #: Types the protocol uses for its own frames; applications cannot publish them.
 RESERVED_TYPES = frozenset(
@@ -62,7 +63,7 @@ def validate_type(type_):
     """Raise :class:`EnvelopeError` unless ``type_`` may be published."""
     if not isinstance(type_, str):
         raise EnvelopeError(f"Message type must be a string, got {type(type_).__name__}.")
-    if not TYPE_RE.match(type_):
+    if not TYPE_RE.fullmatch(type_):
         raise EnvelopeError(
             f"Message type {type_!r} is invalid: use 1-100 characters from "
             "A-Z a-z 0-9 _ . : -"

@@ -21,8 +21,8 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from . import store
-from .frames import Outgoing
 from .conf import setting
+from .outbound import Outgoing
 from .streams import group_name
 
 logger = logging.getLogger("realtime")
@@ -30,6 +30,7 @@ logger = logging.getLogger("realtime")
 MESSAGE_TYPE = "realtime.message"
 RESET_TYPE = "realtime.reset"
 REVOKE_TYPE = "realtime.revoke"
+RECHECK_TYPE = "realtime.recheck"
 
 #: Group memberships are re-asserted this often: a Redis restart or failover
 #: forgets them, and channels-redis expires them after ``group_expiry``.
@@ -62,9 +63,9 @@ class Hub:
     """Fans layer messages out to subscribed consumers of one event loop.
 
     A subscriber is any object with ``push(stream, seq, out)`` (``out`` an
-    :class:`~realtime.frames.Outgoing`; returns None, or text to send with
-    ``async send_text(text)``), ``async reset(stream, epoch)`` and
-    ``async revoke(user_pk, code)``.
+    :class:`~realtime.outbound.Outgoing`; writes or queues it without
+    waiting), ``async reset(stream, epoch)``, ``async revoke(user_pk, code)``
+    and ``recheck(user_pk)``.
     """
 
     def __init__(self, layer):
@@ -82,6 +83,8 @@ class Hub:
         self._heads = {}
         self._wanted = set()
         self._heads_batch = None
+        self._leaving = set()
+        self._leave_task = None
 
     # Membership -------------------------------------------------------------
 
@@ -105,26 +108,44 @@ class Hub:
                 subs = self.subscribers[stream] = set()
             subs.add(consumer)
 
-    async def unsubscribe(self, consumer, stream):
-        """Remove ``consumer`` from ``stream``; the last one out leaves the group."""
-        async with self._membership:
-            subs = self.subscribers.get(stream)
-            if subs is None:
-                return
-            subs.discard(consumer)
-            if subs:
-                return
-            del self.subscribers[stream]
-            self.last.pop(stream, None)
-            self._heads.pop(stream, None)
-            if self.layer is not None and not self._stale:
-                try:
-                    await self.layer.group_discard(group_name(stream), self.channel)
-                except Exception:
-                    # The group expires on its own; a dead layer must not block a disconnect.
-                    logger.warning("realtime: group_discard failed for %s", stream, exc_info=True)
-            if not self.subscribers:
-                await self._stop()
+    def unsubscribe(self, consumer, stream):
+        """Remove ``consumer`` from ``stream`` at once; the last one out leaves the group.
+
+        Synchronous, so a connection that is being cancelled still lets go;
+        leaving the layer group runs as the hub's own task.
+        """
+        subs = self.subscribers.get(stream)
+        if subs is None:
+            return
+        subs.discard(consumer)
+        if subs:
+            return
+        del self.subscribers[stream]
+        self.last.pop(stream, None)
+        self._heads.pop(stream, None)
+        self._leaving.add(stream)
+        if self._leave_task is None:
+            self._leave_task = asyncio.ensure_future(self._leave())
+            self._leave_task.add_done_callback(_log_failure)
+
+    async def _leave(self):
+        try:
+            while self._leaving:
+                async with self._membership:
+                    # A stream subscribed again meanwhile keeps its group.
+                    streams = [s for s in self._leaving if s not in self.subscribers]
+                    self._leaving.clear()
+                    if self.layer is not None and not self._stale:
+                        for stream in streams:
+                            try:
+                                await self.layer.group_discard(group_name(stream), self.channel)
+                            except Exception:
+                                # The group expires on its own; a dead layer must not stop the others.
+                                logger.warning("realtime: group_discard failed for %s", stream, exc_info=True)
+                    if not self.subscribers:
+                        await self._stop()
+        finally:
+            self._leave_task = None
 
     async def _start(self):
         global _running
@@ -220,6 +241,10 @@ class Hub:
             for consumer in tuple(self.subscribers.get(message.get("stream"), ())):
                 await consumer.revoke(message.get("user"), message.get("code"))
             return
+        if message.get("type") == RECHECK_TYPE:
+            for consumer in tuple(self.subscribers.get(message.get("stream"), ())):
+                consumer.recheck(message.get("user"))
+            return
         if message.get("type") != MESSAGE_TYPE:
             # Channels' own consumers raise here and close every socket in the
             # group; an unexpected message must cost one log line, not the sockets.
@@ -262,9 +287,7 @@ class Hub:
         out = Outgoing(text)
         for consumer in tuple(self.subscribers.get(stream, ())):
             try:
-                pending = consumer.push(stream, seq, out)
-                if pending is not None:
-                    await consumer.send_text(pending)
+                consumer.push(stream, seq, out)
             except Exception:
                 logger.exception("realtime: delivery to one connection failed")
 

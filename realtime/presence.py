@@ -12,6 +12,7 @@ default Redis when the channel layer is channels_redis (so every server
 process sees every connection), else this process's memory.
 """
 
+import asyncio
 import logging
 import threading
 import time
@@ -80,6 +81,20 @@ class BasePresence:
 
     def _expiry(self):
         return time.time() + self.ttl
+
+    # Connection limits (see realtime.limits) -------------------------------
+
+    async def claim(self, key, connection_id, limit):
+        """Count ``connection_id`` under ``key`` unless ``limit`` live ones are there; True if counted.
+
+        Shared backends override this so that every server process sees the
+        same counts; the default counts nothing (``realtime.limits`` counts
+        per process itself).
+        """
+        return True
+
+    async def unclaim(self, key, connection_id):
+        """Stop counting ``connection_id`` under ``key``."""
 
     # Queries ---------------------------------------------------------------
 
@@ -195,6 +210,9 @@ class RedisPresence(BasePresence):
             )
         self.url = url
         self.prefix = prefix
+        # The limit key each local connection is counted under, refreshed with its entry.
+        self._claims = {}
+        self._claim_scripts = weakref.WeakKeyDictionary()
         self._async_clients = weakref.WeakKeyDictionary()
         self._sync_client = None
         self._client_lock = threading.Lock()
@@ -203,8 +221,6 @@ class RedisPresence(BasePresence):
         return self.prefix + ":".join(parts)
 
     def _async_client(self):
-        import asyncio
-
         import redis.asyncio
 
         loop = asyncio.get_running_loop()
@@ -246,7 +262,37 @@ class RedisPresence(BasePresence):
         if user:
             pipe.zadd(self._key("u", user), {connection_id: expires})
             pipe.expire(self._key("u", user), keep)
+        claim = self._claims.get(connection_id)
+        if claim is not None:
+            pipe.zadd(self._key("c", claim), {connection_id: expires})
+            pipe.expire(self._key("c", claim), keep)
         await pipe.execute()
+
+    #: Drop expired claims, and add this one if fewer than ARGV[2] remain.
+    CLAIM_SCRIPT = """
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+    if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+    redis.call('EXPIRE', KEYS[1], ARGV[5])
+    return 1
+    """
+
+    async def claim(self, key, connection_id, limit):
+        client = self._async_client()
+        script = self._claim_scripts.get(client)
+        if script is None:
+            script = self._claim_scripts[client] = client.register_script(self.CLAIM_SCRIPT)
+        now = time.time()
+        admitted = await script(
+            keys=[self._key("c", key)], args=[now, limit, now + self.ttl, connection_id, int(self.ttl) + 1]
+        )
+        if admitted:
+            self._claims[connection_id] = key
+        return bool(admitted)
+
+    async def unclaim(self, key, connection_id):
+        self._claims.pop(connection_id, None)
+        await self._async_client().zrem(self._key("c", key), connection_id)
 
     async def _forget(self, connection_id, user, streams):
         member = f"{user}|{connection_id}"
@@ -348,6 +394,27 @@ async def touch(consumer):
 async def disconnected(consumer):
     """The socket closed (not called when a server process dies)."""
     await get_backend().disconnected(consumer)
+
+
+_background = set()
+
+
+def in_background(coroutine):
+    """Run a presence write without making the caller wait; failures are logged.
+
+    Used where a connection is being torn down and may itself be cancelled:
+    the entry must still go.
+    """
+    task = asyncio.ensure_future(coroutine)
+    _background.add(task)
+    task.add_done_callback(_finished)
+    return task
+
+
+def _finished(task):
+    _background.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("realtime: a presence update failed", exc_info=task.exception())
 
 
 # Queries -------------------------------------------------------------------

@@ -4,6 +4,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import path, re_path
 
 from .consumers import RealtimeConsumer
+from .servers import daphne
+
+# Building the WebSocket routes means a server is being set up: under daphne,
+# give its HTTP connections a deadline for their request headers (slowloris).
+daphne.install()
 
 #: The default mount point; the JS client connects here unless told otherwise.
 WEBSOCKET_PATH = "ws/realtime/"

@@ -19,13 +19,14 @@ BROADCAST = "broadcast"
 STAFF = "staff"
 USER_PREFIX = "user:"
 
-STREAM_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,150}$")
+# Used with fullmatch only: "$" would also accept a trailing newline.
+STREAM_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,150}")
 _GROUP_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def validate_stream(name):
     """Return ``name`` if it is a valid stream name, else raise :class:`StreamNameError`."""
-    if not isinstance(name, str) or not STREAM_RE.match(name):
+    if not isinstance(name, str) or not STREAM_RE.fullmatch(name):
         raise StreamNameError(
             f"Stream name {name!r} is invalid: use 1-150 characters from "
             "A-Z a-z 0-9 _ . : @ -"

@@ -64,7 +64,7 @@ def capture_notifications(*, forward=False, using=None):
     captured = CapturedNotifications()
     original = api._push_layer
 
-    def record(messages, streams):
+    def record(messages, streams, **options):
         for message in messages:
             if message.get("type") == hub.MESSAGE_TYPE:
                 frame = json.loads(message["text"])
@@ -81,7 +81,7 @@ def capture_notifications(*, forward=False, using=None):
             elif message.get("type") == hub.REVOKE_TYPE:
                 captured.revoked.append(message["user"])
         if forward:
-            original(messages, streams)
+            original(messages, streams, **options)
 
     with mock.patch.object(api, "_push_layer", record):
         with TestCase.captureOnCommitCallbacks(using=using or _db_alias(), execute=True):

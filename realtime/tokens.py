@@ -72,14 +72,17 @@ def authenticate(presented):
 
     Inactive database tokens are not valid. Comparisons use
     :func:`hmac.compare_digest` so timing does not reveal how much matched.
+    Settings tokens are checked first and never touch the database; looking
+    up an ``rtp_`` token does, and lets :class:`django.db.DatabaseError`
+    propagate when the database is unavailable (that is not a bad token).
     """
     if not presented or len(presented) > 200:
         return None
     digest = hash_token(presented)
-    credential = _from_database(presented, digest)
+    credential = _from_settings(digest)
     if credential is not None:
         return credential
-    return _from_settings(digest)
+    return _from_database(presented, digest)
 
 
 def _from_database(presented, digest):

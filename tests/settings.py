@@ -23,4 +23,6 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 # Even when REDIS_URL is set for the run: tests must not share state through it.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-REALTIME = {**REALTIME, "SWEEP_DELAY": 0.2}
+# The load tests connect hundreds of sockets as one user; tests/security sets
+# the connection limits it checks.
+REALTIME = {**REALTIME, "SWEEP_DELAY": 0.2, "MAX_CONNECTIONS_PER_USER": 10_000, "MAX_CONNECTIONS_PER_IP": 10_000}

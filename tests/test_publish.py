@@ -11,7 +11,11 @@ from unittest import mock
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
+from django.core.cache.backends.base import BaseCache
+from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from realtime import tokens
 from realtime.models import Message, PublishToken
@@ -76,11 +80,74 @@ def test_user_by_pk_and_by_username(client):
     assert [seq for seq, _t, _p in stored(f"user:{alice.pk}")] == [1, 2, 3]
 
 
-def test_unknown_user_is_a_field_error(client):
+def answer_and_queries(client, body, token):
+    with CaptureQueriesContext(connection) as queries:
+        response = post(client, body, token)
+    return response.status_code, response.json(), len(queries)
+
+
+def test_unknown_user_and_forbidden_user_answer_alike(client):
+    """A token holder cannot tell from the answer, or the work done, whether a user exists."""
+    alice = User.objects.create_user("alice")
+    User.objects.create_user("42")
+    _scoped, orders_only = make_token("orders", name="orders-only")
+    _all, any_user = make_token("user:*", name="any-user")
+    # Recently used, so authenticating costs the same query count every time below.
+    PublishToken.objects.update(last_used_at=timezone.now())
+    forbidden = {"error": "forbidden", "message": "This token may not publish to that target."}
+    answers = [
+        answer_and_queries(client, {"user": user, "type": "hello"}, token)
+        for user, token in [
+            ("alice", orders_only),  # exists, not allowed
+            ("nobody", any_user),  # allowed pattern, no such user
+            ("nobody", orders_only),  # neither
+            (alice.pk, orders_only),
+            (alice.pk + 1000, any_user),
+            (str(alice.pk), orders_only),
+            (str(alice.pk + 1000), any_user),
+            ("42", orders_only),  # a username made of digits
+        ]
+    ]
+    assert {(status, json.dumps(body)) for status, body, _n in answers} == {(403, json.dumps(forbidden))}
+    # Token lookup plus one user lookup, whichever the case.
+    assert {queries for _s, _b, queries in answers} == {2}
+    assert Message.objects.count() == 0
+
+
+def test_digits_name_a_username_before_a_pk(client):
+    alice = User.objects.create_user("alice")
+    digits = User.objects.create_user(str(alice.pk))
     _obj, token = make_token()
-    response = post(client, {"user": "nobody", "type": "hello"}, token)
+    response = post(client, {"user": str(alice.pk), "type": "hello"}, token)
+    assert response.json()["stream"] == f"user:{digits.pk}"
+
+
+@pytest.mark.parametrize(
+    "user, message",
+    [
+        ("", "Give a primary key (a number) or a username (a non-empty string)."),
+        (True, "Give a primary key (a number) or a username (a non-empty string)."),
+        (1.5, "Give a primary key (a number) or a username (a non-empty string)."),
+        (None, "Give a primary key (a number) or a username (a non-empty string)."),
+        ([1], "Give a primary key (a number) or a username (a non-empty string)."),
+        ({"pk": 1}, "Give a primary key (a number) or a username (a non-empty string)."),
+        ("al\x00ice", "Must not contain NUL characters."),
+    ],
+)
+def test_malformed_user_is_a_field_error(client, user, message):
+    User.objects.create_user("alice")
+    _obj, token = make_token()
+    response = post(client, {"user": user, "type": "hello"}, token)
     assert response.status_code == 400
-    assert response.json()["fields"] == {"user": ["No such user."]}
+    assert response.json()["fields"] == {"user": [message]}
+
+
+@pytest.mark.parametrize("user", [10**30, "1" * 5000, "\u00b2", "\u0661"])
+def test_out_of_range_or_odd_digit_users_are_unknown(client, user):
+    _obj, token = make_token()
+    response = post(client, {"user": user, "type": "hello"}, token)
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
 
 
 def test_ephemeral_is_pushed_not_stored(client):
@@ -126,6 +193,10 @@ def test_retries_with_one_idempotency_key_create_one_message(client):
         ({"stream": "orders", "type": "x", "ephemeral": "yes"}, {"ephemeral"}),
         ({"stream": "orders", "type": "x", "idempotency_key": ""}, {"idempotency_key"}),
         ({"stream": "orders", "type": "x", "ephemeral": True, "idempotency_key": "k"}, {"idempotency_key"}),
+        ({"stream": "orders", "type": "x", "idempotency_key": "a\x00b"}, {"idempotency_key"}),
+        ({"stream": "user:1\n", "type": "x"}, {"stream"}),
+        ({"stream": "orders\n", "type": "x"}, {"stream"}),
+        ({"stream": "orders", "type": "x\n"}, {"type"}),
     ],
 )
 def test_bad_envelope_is_400_with_field_errors(client, body, fields):
@@ -136,6 +207,29 @@ def test_bad_envelope_is_400_with_field_errors(client, body, fields):
     assert data["error"] == "invalid"
     assert set(data["fields"]) == fields
     assert Message.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 20_000 + "]" * 20_000,
+        '{"stream": "orders", "type": "x", "payload": {"a": ' + "[" * 20_000 + "]" * 20_000 + "}}",
+        '{"a": ' * 20_000,
+    ],
+)
+def test_deep_nesting_is_400_not_a_crash(client, body):
+    _obj, token = make_token()
+    response = post(client, body, token)
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"body": ["The body must be a JSON object."]}
+
+
+def test_nesting_within_the_stack_is_refused_by_the_envelope(client):
+    _obj, token = make_token()
+    deep = json.loads("[" * 200 + "]" * 200)
+    response = post(client, {"stream": "orders", "type": "x", "payload": {"a": deep}}, token)
+    assert response.status_code == 400
+    assert "nested more than" in response.json()["fields"]["payload"][0]
 
 
 def test_envelope_error_from_notify_is_400(client, settings):
@@ -272,6 +366,179 @@ def test_rate_limit_window_resets(client, settings):
         assert post(client, {"stream": "orders", "type": "x"}, token).status_code == 429
     with mock.patch("realtime.views.time.time", return_value=6060.0):
         assert post(client, {"stream": "orders", "type": "x"}, token).status_code == 202
+
+
+# Failed authentications per client address ----------------------------------
+
+BAD_TOKEN = "rtp_nothere_" + "A" * 43
+
+
+def test_failed_authentications_per_address_are_limited(client, settings):
+    settings.REALTIME = {"PUBLISH_AUTH_FAILURE_LIMIT": 3, "PUBLISH_RATE_WINDOW": 60}
+    _obj, token = make_token()
+    body = {"stream": "orders", "type": "x"}
+    with mock.patch("realtime.views.time.time", return_value=6000.0):
+        codes = [post(client, body, BAD_TOKEN).status_code, post(client, body, "garbage").status_code]
+        codes.append(post(client, body).status_code)  # no token at all counts too
+        assert codes == [401, 401, 401]
+        with mock.patch("realtime.tokens.authenticate") as authenticate:
+            limited = post(client, body, token)
+        assert limited.status_code == 429
+        assert limited.json() == {
+            "error": "rate_limited",
+            "message": "Too many failed authentications from this address; retry later.",
+        }
+        assert limited["Retry-After"] == "60"
+        authenticate.assert_not_called()
+        assert post(client, body, token, REMOTE_ADDR="10.1.2.3").status_code == 202
+    with mock.patch("realtime.views.time.time", return_value=6060.0):
+        assert post(client, body, token).status_code == 202
+    assert len(stored("orders")) == 2
+
+
+def test_successful_authentications_are_not_counted(client, settings):
+    settings.REALTIME = {"PUBLISH_AUTH_FAILURE_LIMIT": 2, "PUBLISH_RATE_WINDOW": 3600}
+    _obj, token = make_token()
+    body = {"stream": "orders", "type": "x", "ephemeral": True}
+    codes = [post(client, body, token).status_code for _ in range(5)]
+    codes.append(post(client, body, BAD_TOKEN).status_code)
+    codes.append(post(client, body, token).status_code)
+    codes.append(post(client, body, BAD_TOKEN).status_code)
+    codes.append(post(client, body, token).status_code)
+    assert codes == [202] * 5 + [401, 202, 401, 429]
+
+
+def test_failure_limit_none_is_off(client, settings):
+    settings.REALTIME = {"PUBLISH_AUTH_FAILURE_LIMIT": None}
+    codes = {post(client, {"stream": "orders", "type": "x"}, BAD_TOKEN).status_code for _ in range(30)}
+    assert codes == {401}
+
+
+def test_failure_limit_default_is_20(client):
+    _obj, token = make_token()
+    codes = [post(client, {"stream": "orders", "type": "x"}, BAD_TOKEN).status_code for _ in range(20)]
+    assert set(codes) == {401}
+    assert post(client, {"stream": "orders", "type": "x"}, token).status_code == 429
+
+
+def test_failures_count_per_client_behind_trusted_proxies(client, settings):
+    settings.REALTIME = {"PUBLISH_AUTH_FAILURE_LIMIT": 2, "TRUSTED_PROXIES": ["10.0.0.0/8"]}
+    _obj, token = make_token()
+    body = {"stream": "orders", "type": "x", "ephemeral": True}
+
+    def via_proxy(token, forwarded):
+        return post(client, body, token, REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR=forwarded).status_code
+
+    assert [via_proxy(BAD_TOKEN, "203.0.113.7") for _ in range(2)] == [401, 401]
+    assert via_proxy(token, "203.0.113.7") == 429
+    assert via_proxy(token, "203.0.113.7, 10.0.0.9") == 429
+    assert via_proxy(token, "203.0.113.8") == 202
+    # Whatever the proxy wrote is a key of its own, spaces included.
+    assert via_proxy(token, "203.0.113.7 and more") == 202
+
+
+def test_forwarded_for_from_an_untrusted_peer_is_ignored(client, settings):
+    settings.REALTIME = {"PUBLISH_AUTH_FAILURE_LIMIT": 2, "TRUSTED_PROXIES": ["10.0.0.0/8"]}
+    _obj, token = make_token()
+    body = {"stream": "orders", "type": "x"}
+    for forwarded in ("203.0.113.1", "203.0.113.2"):
+        bad = post(client, body, BAD_TOKEN, REMOTE_ADDR="198.51.100.1", HTTP_X_FORWARDED_FOR=forwarded)
+        assert bad.status_code == 401
+    fresh = post(client, body, token, REMOTE_ADDR="198.51.100.1", HTTP_X_FORWARDED_FOR="203.0.113.3")
+    assert fresh.status_code == 429
+
+
+class BrokenCache(BaseCache):
+    """A cache whose server is down: every call raises, as django-redis or pymemcache would."""
+
+    def __init__(self, location, params):
+        super().__init__(params)
+
+    def _down(self, *args, **kwargs):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    add = get = set = incr = delete = clear = _down
+
+
+def test_cache_outage_fails_open(client, settings, caplog):
+    settings.CACHES = {**settings.CACHES, "broken": {"BACKEND": "tests.test_publish.BrokenCache"}}
+    settings.REALTIME = {"PUBLISH_CACHE": "broken", "PUBLISH_RATE_LIMIT": 1, "PUBLISH_AUTH_FAILURE_LIMIT": 1}
+    _obj, token = make_token()
+    body = {"stream": "orders", "type": "x"}
+    with caplog.at_level("WARNING", logger="realtime"):
+        codes = [post(client, body, token).status_code for _ in range(3)]
+        codes += [post(client, body, BAD_TOKEN).status_code for _ in range(3)]
+    assert codes == [202, 202, 202, 401, 401, 401]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "realtime"]
+    assert warnings and all("rate limits not applied, the cache 'broken' failed" in w for w in warnings)
+
+
+# Failures of the server itself: JSON, never Django's HTML page ----------------
+
+
+def failing_queries(table):
+    """Make every SQL statement that names ``table`` fail as if the database were down."""
+
+    def wrapper(execute, sql, params, many, context):
+        if table in sql:
+            raise OperationalError("connection to server at 127.0.0.1 failed: Connection refused")
+        return execute(sql, params, many, context)
+
+    return connection.execute_wrapper(wrapper)
+
+
+@pytest.mark.parametrize(
+    "table, body, settings_token",
+    [
+        ("realtime_publishtoken", {"stream": "orders", "type": "x"}, False),
+        ("auth_user", {"user": "alice", "type": "x"}, False),
+        ("realtime_stream", {"stream": "orders", "type": "x"}, False),
+        ("", {"stream": "orders", "type": "x"}, True),
+        ("", {"user": "alice", "type": "x"}, True),
+    ],
+)
+def test_database_outage_is_503_json(client, settings, caplog, table, body, settings_token):
+    settings.REALTIME = {
+        "PUBLISH_AUTH_FAILURE_LIMIT": 1,
+        "PUBLISH_TOKENS": [{"name": "env", "secret": "s" * 40, "streams": ["orders", "user:*"]}],
+    }
+    User.objects.create_user("alice")
+    _obj, db_token = make_token()
+    token = "s" * 40 if settings_token else db_token
+    with caplog.at_level("WARNING", logger="realtime"), failing_queries(table):
+        response = post(client, body, token)
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": "unavailable", "message": "The database is unavailable; retry later."}
+    assert response["Retry-After"] == "5"
+    [record] = [r for r in caplog.records if r.name == "realtime"]
+    assert record.levelname == "WARNING" and "OperationalError" in record.getMessage()
+    # An outage is not a failed authentication: the address is not held back afterwards.
+    assert post(client, body, token).status_code == 202
+
+
+def test_settings_tokens_authenticate_without_the_database(settings):
+    settings.REALTIME = {"PUBLISH_TOKENS": [{"name": "env", "secret": "s" * 40, "streams": ["orders"]}]}
+    with failing_queries(""):
+        credential = tokens.authenticate("s" * 40)
+        with pytest.raises(OperationalError):
+            tokens.authenticate(BAD_TOKEN)
+    assert credential.key == "settings:env"
+
+
+def test_unexpected_error_is_json_500_logged_with_traceback(client, caplog):
+    _obj, token = make_token()
+    with caplog.at_level("WARNING", logger="realtime"):
+        with mock.patch("realtime.views.notify", side_effect=RuntimeError("boom")):
+            response = post(client, {"stream": "orders", "type": "x"}, token)
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "error": "internal",
+        "message": "The server failed to handle the request; retry later.",
+    }
+    [record] = [r for r in caplog.records if r.name == "realtime"]
+    assert record.levelname == "ERROR" and record.exc_info[1].args == ("boom",)
 
 
 def test_no_csrf_token_needed():

@@ -79,3 +79,10 @@ def test_anonymous_with_allow_anonymous_gets_broadcast(settings):
 def test_unknown_option_is_a_template_error():
     with pytest.raises(TemplateSyntaxError, match="heartbeat_ms"):
         render("{% realtime_client heartbeat_ms=1 %}", AnonymousUser())
+
+
+def test_backoff_floor_becomes_a_data_attribute_and_is_left_out_unless_given():
+    user = User.objects.create_user("carol")
+    assert attributes(render("{% realtime_client backoff_floor=400 %}", user))["backoff-floor"] == "400"
+    # An unresolved variable means "not given": the client keeps its default floor.
+    assert "backoff-floor" not in attributes(render("{% realtime_client backoff_floor=missing %}", user))

@@ -63,7 +63,7 @@ class RecordingClient:
                         if pinger:
                             pinger.cancel()
                     self.closes.append(ws.close_code)
-                    if ws.close_code in (1000, 4401, 4008, 4009):
+                    if ws.close_code in (1000, 4401, 4008, 4009, 4029, 1009):
                         return
             except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake, TimeoutError) as exc:
                 self.closes.append(repr(exc))

@@ -22,6 +22,7 @@ OPTIONS = {
     "heartbeat": "heartbeat",
     "backoff_min": "backoff-min",
     "backoff_max": "backoff-max",
+    "backoff_floor": "backoff-floor",
     "min_uptime": "min-uptime",
     "connect_timeout": "connect-timeout",
 }
@@ -46,9 +47,10 @@ def realtime_client(context, nonce=None, autoconnect=True, **options):
 
     Options: ``url`` (default: the app's WebSocket path), ``heartbeat`` (ms,
     default: ``REALTIME["HEARTBEAT_INTERVAL"]``), ``backoff_min``,
-    ``backoff_max``, ``min_uptime``, ``connect_timeout`` (ms), ``nonce`` (CSP),
-    ``autoconnect`` (False: call ``connect()`` yourself) and ``global``
-    (True: expose the client as ``window.realtime``; a string: under that name).
+    ``backoff_max``, ``backoff_floor``, ``min_uptime``, ``connect_timeout``
+    (ms), ``nonce`` (CSP), ``autoconnect`` (False: call ``connect()``
+    yourself) and ``global`` (True: expose the client as ``window.realtime``;
+    a string: under that name).
     An anonymous visitor gets a client that does not connect unless
     ``REALTIME["ALLOW_ANONYMOUS"]`` is on.
     """

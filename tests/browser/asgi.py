@@ -4,7 +4,9 @@
 (``code=raise`` raises instead, which daphne turns into 1011);
 ``ws/test/garbage/`` sends frames a client must survive, then a valid one;
 ``ws/test/script/`` plays a server that repeats, skips and resyncs (see
-:class:`ScriptedConsumer`).
+:class:`ScriptedConsumer`); ``ws/test/slow/`` and ``ws/test/too-many/`` close
+like a server shedding a slow reader (4010) or refusing one socket too many
+(4029).
 """
 
 import json
@@ -56,6 +58,28 @@ class CloseConsumer(AsyncWebsocketConsumer):
         await self.close(code=int(code))
 
 
+class SlowReaderConsumer(AsyncWebsocketConsumer):
+    """Stream ``s``: the message after the client's ``?resume=`` position, then close with 4010."""
+
+    async def connect(self):
+        await self.accept()
+        resume = parse_qs(self.scope["query_string"].decode()).get("resume")
+        last = (json.loads(resume[0])["streams"].get("s") if resume else None) or 0
+        await self.send(frame("welcome", {"protocol": 1, "streams": {"s": last}, "epochs": {"s": "e1"}, "heartbeat": 60000}))
+        await self.send(frame("notice", {"n": last + 1}, stream="s", seq=last + 1))
+        await self.close(code=4010)
+
+
+class TooManyConnectionsConsumer(AsyncWebsocketConsumer):
+    """What the server does with a socket over ``MAX_CONNECTIONS_PER_USER``: an error frame, then 4029."""
+
+    async def connect(self):
+        await self.accept()
+        message = "You already have 50 open connections; close a tab and reload."
+        await self.send(frame("error", {"code": "too_many_connections", "message": message}))
+        await self.close(code=4029)
+
+
 class GarbageConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         await self.accept()
@@ -98,6 +122,8 @@ test_urlpatterns = [
     path("ws/test/script/", ScriptedConsumer.as_asgi()),
     path("ws/test/close/", CloseConsumer.as_asgi()),
     path("ws/test/garbage/", GarbageConsumer.as_asgi()),
+    path("ws/test/slow/", SlowReaderConsumer.as_asgi()),
+    path("ws/test/too-many/", TooManyConnectionsConsumer.as_asgi()),
 ]
 
 application = ProtocolTypeRouter(

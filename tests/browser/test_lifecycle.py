@@ -6,6 +6,7 @@ from tests.browser.conftest import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
+CONNECTS = "__frames.filter((f) => f.dir === 'connect').length"
 PINGS = """__frames.filter((f) => f.dir === 'out' && f.data.includes('"ping"')).length"""
 
 
@@ -34,15 +35,54 @@ def test_visible_again_pings_at_once(live, open_page):
     ["window.dispatchEvent(new Event('online'))", "document.dispatchEvent(new Event('visibilitychange'))"],
     ids=["online", "visible"],
 )
-def test_online_or_visible_skips_the_wait(live, open_page, event):
+def test_online_or_visible_brings_the_retry_forward_but_not_into_the_event(live, open_page, event):
     server = live()
-    page = open_page(server, url="/ws/test/close/?code=raise", backoff_min=60000, backoff_max=60000, hold=1)
-    # The longest delay the jitter allows, so only the event can explain a quick retry.
+    page = open_page(
+        server, url="/ws/test/close/?code=raise", backoff_min=3000, backoff_max=60000, backoff_floor=300, hold=1
+    )
+    # The longest first delay the jitter allows, so only the event can explain a quick retry.
     page.evaluate("Math.random = () => 1; realtime.connect()")
     wait_until(page, "realtime.state === 'waiting'")
-    assert page.evaluate("rec.states.at(-1).delay") == 60000
-    page.evaluate(event)
-    wait_until(page, "__frames.filter((f) => f.dir === 'connect').length === 2", timeout=2000)
+    assert page.evaluate("rec.states.at(-1).delay") == 3000
+    fired = page.evaluate(
+        f"""() => {{
+          Math.random = () => 0;
+          const t = performance.now();
+          {event};
+          return {{ t, connects: {CONNECTS}, retryIn: realtime.retryAt - Date.now() }};
+        }}"""
+    )
+    # Every tab sees the event at the same moment: none may reconnect inside it.
+    assert fired["connects"] == 1
+    assert 250 <= fired["retryIn"] <= 300
+    wait_until(page, f"{CONNECTS} === 2", timeout=3000)
+    # Retried at the bottom of [floor, floor + backoff_min], long before the 3 s it had left.
+    retried = page.evaluate("__frames.filter((f) => f.dir === 'connect')[1].t")
+    assert 300 - 5 <= retried - fired["t"] < 2000
+
+
+def test_online_keeps_a_retry_that_is_due_sooner(live, open_page):
+    server = live()
+    page = open_page(
+        server, url="/ws/test/close/?code=raise", backoff_min=3000, backoff_max=60000, backoff_floor=1000, hold=1
+    )
+    # The shortest delay, 1 s; the event would make it 1 s + 3 s.
+    page.evaluate("Math.random = () => 0; realtime.connect()")
+    wait_until(page, "realtime.state === 'waiting'")
+    assert page.evaluate("rec.states.at(-1).delay") == 1000
+    moved = page.evaluate(
+        """() => {
+          const before = realtime.retryAt;
+          Math.random = () => 1;
+          window.dispatchEvent(new Event("online"));
+          return realtime.retryAt - before;
+        }"""
+    )
+    assert moved == 0
+    wait_until(page, f"{CONNECTS} === 2", timeout=4000)
+    waiting = page.evaluate("rec.states.find((s) => s.newState === 'waiting').t")
+    retried = page.evaluate("__frames.filter((f) => f.dir === 'connect')[1].t")
+    assert 1000 - 5 <= retried - waiting < 2500
 
 
 def test_pagehide_closes_normally_and_stays_closed(live, open_page):

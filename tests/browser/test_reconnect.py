@@ -56,11 +56,47 @@ def test_default_reconnect_policy(live, open_page):
     verdicts = page.evaluate(
         """async () => {
           const { defaultShouldReconnect } = await import("/static/realtime/realtime.js");
-          const codes = [1000, 1001, 1006, 1008, 1011, 4000, 4008, 4009, 4401, 4403, 4500];
+          const codes = [1000, 1001, 1006, 1008, 1009, 1011, 4000, 4008, 4009, 4010, 4029, 4401, 4403, 4500];
           return Object.fromEntries(codes.map((code) => [code, defaultShouldReconnect({ code })]));
         }"""
     )
     assert verdicts == {
-        "1000": False, "1001": True, "1006": True, "1008": False, "1011": True, "4000": True,
-        "4008": False, "4009": False, "4401": False, "4403": False, "4500": True,
+        "1000": False, "1001": True, "1006": True, "1008": False, "1009": False, "1011": True, "4000": True,
+        "4008": False, "4009": False, "4010": True, "4029": False, "4401": False, "4403": False, "4500": True,
     }
+
+
+def test_backoff_delay_never_goes_below_the_floor(live, open_page):
+    server = live()
+    page = open_page(server, hold=1)
+    delays = page.evaluate(
+        """async () => {
+          const { backoffDelay, wakeDelay } = await import("/static/realtime/realtime.js");
+          const attempts = [...Array(11).keys()];
+          return {
+            lowest: attempts.map((attempt) => backoffDelay(attempt, 1000, 30000, () => 0)),
+            highest: attempts.map((attempt) => backoffDelay(attempt, 1000, 30000, () => 1)),
+            ownFloor: backoffDelay(3, 1000, 30000, () => 0, 600),
+            ceilingUnderFloor: [backoffDelay(0, 50, 100, () => 0), backoffDelay(5, 50, 100, () => 1)],
+            wake: [wakeDelay(250, 1000, () => 0), wakeDelay(250, 1000, () => 0.5), wakeDelay(250, 1000, () => 1)],
+          };
+        }"""
+    )
+    assert delays["lowest"] == [250] * 11
+    assert delays["highest"] == [min(30000, 1000 * 2**attempt) for attempt in range(11)]
+    assert delays["ownFloor"] == 600
+    assert delays["ceilingUnderFloor"] == [250, 250]
+    assert delays["wake"] == [250, 750, 1250]
+
+
+def test_retry_waits_for_the_floor_given_to_the_template_tag(live, open_page):
+    server = live()
+    page = open_page(server, url="/ws/test/close/?code=raise", backoff_min=10, backoff_max=10, backoff_floor=400, hold=1)
+    assert page.evaluate("document.querySelector('script[data-realtime-client]').dataset.backoffFloor") == "400"
+    page.evaluate("Math.random = () => 0; realtime.connect()")
+    wait_until(page, "__frames.filter((f) => f.dir === 'connect').length >= 2")
+
+    waiting = page.evaluate("rec.states.find((s) => s.newState === 'waiting')")
+    assert waiting["delay"] == 400
+    retried = page.evaluate("__frames.filter((f) => f.dir === 'connect')[1].t")
+    assert 400 - 5 <= retried - waiting["t"] < 2000

@@ -6,7 +6,7 @@ from django.urls import path
 from project.urls import urlpatterns as project_urlpatterns
 
 #: Query parameters of the test page passed on to ``{% realtime_client %}``.
-NUMBERS = ("heartbeat", "backoff_min", "backoff_max", "min_uptime", "connect_timeout")
+NUMBERS = ("heartbeat", "backoff_min", "backoff_max", "backoff_floor", "min_uptime", "connect_timeout")
 
 
 def client_page(request):

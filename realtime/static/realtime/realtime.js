@@ -40,6 +40,7 @@
  * @property {number} [heartbeatInterval]  Ping period in ms; default: the server's (`welcome`), else 25000.
  * @property {number} [backoffMin=1000]  Retry delay ceiling of the first attempt, in ms.
  * @property {number} [backoffMax=30000]  Largest retry delay ceiling, in ms.
+ * @property {number} [backoffFloor=250]  Shortest retry delay, in ms, also after `online` or the page being shown.
  * @property {number} [minUptime=5000]  A connection open this long resets the retry count.
  * @property {number} [connectTimeout=10000]  Give up on an attempt that got no `welcome` within this many ms.
  * @property {(info: CloseInfo) => boolean} [shouldReconnect]  Retry after this close? Default: {@link defaultShouldReconnect}.
@@ -58,8 +59,13 @@ export const STATES = Object.freeze({
 /** Close code the client uses when it gives up on a link: no pong, or no welcome in time. */
 export const CLOSE_DEAD_LINK = 4000;
 
-/** Close codes after which retrying cannot help: normal close, not logged in, forbidden, policy, too big. */
-export const NO_RECONNECT_CODES = Object.freeze([1000, 4401, 4403, 1008, 4008, 4009]);
+/**
+ * Close codes after which retrying cannot help: normal close, not logged in
+ * (or logged out), forbidden, policy violation, frame too big, too many
+ * connections (retrying 4029 would only take another of the user's slots, in
+ * a loop).
+ */
+export const NO_RECONNECT_CODES = Object.freeze([1000, 4401, 4403, 1008, 4008, 1009, 4009, 4029]);
 
 /** Unanswered pings in a row after which the link is declared dead. */
 export const MISSED_PONGS_LIMIT = 2;
@@ -72,6 +78,7 @@ const DEFAULTS = Object.freeze({
   heartbeatInterval: null,
   backoffMin: 1000,
   backoffMax: 30000,
+  backoffFloor: 250,
   minUptime: 5000,
   connectTimeout: 10000,
 });
@@ -93,20 +100,41 @@ export function defaultShouldReconnect(info) {
 /**
  * The delay before reconnect attempt `attempt` (0 for the first), in ms.
  *
- * "Full jitter": a uniformly random delay in `[0, min(max, min * 2 ** attempt)]`.
- * Spreading reconnects over the whole window, rather than around its end,
- * keeps thousands of clients dropped by one server restart from returning in
- * waves. The ceiling doubles per failed attempt and is capped at `max`.
+ * "Full jitter" above a floor: a uniformly random delay in
+ * `[floor, max(floor, min(max, min * 2 ** attempt))]`. Spreading reconnects
+ * over the whole window, rather than around its end, keeps thousands of
+ * clients dropped by one server restart from returning in waves; the floor
+ * keeps any of them from coming back at once. The ceiling doubles per failed
+ * attempt and is capped at `max`.
  *
  * @param {number} attempt
  * @param {number} min
  * @param {number} max
- * @param {() => number} [random=Math.random]
+ * @param {() => number} [random=Math.random]  Returns a number in `[0, 1]`.
+ * @param {number} [floor=250]
  * @returns {number}
  */
-export function backoffDelay(attempt, min, max, random = Math.random) {
-  const ceiling = Math.min(max, min * 2 ** Math.min(attempt, 52));
-  return Math.round(random() * ceiling);
+export function backoffDelay(attempt, min, max, random = Math.random, floor = DEFAULTS.backoffFloor) {
+  const ceiling = Math.max(floor, Math.min(max, min * 2 ** Math.min(attempt, 52)));
+  return Math.round(floor + random() * (ceiling - floor));
+}
+
+/**
+ * The delay of a pending reconnect brought forward because the browser went
+ * `online` or the page became visible, in ms: uniformly random in
+ * `[floor, floor + min]`.
+ *
+ * Every tab that waited through an outage sees these events at the same
+ * moment; retrying in the event itself would bring them all back within the
+ * same millisecond.
+ *
+ * @param {number} floor
+ * @param {number} min
+ * @param {() => number} [random=Math.random]  Returns a number in `[0, 1]`.
+ * @returns {number}
+ */
+export function wakeDelay(floor, min, random = Math.random) {
+  return Math.round(floor + random() * min);
 }
 
 /**
@@ -211,6 +239,7 @@ export class RealtimeClient {
       heartbeatInterval: number(data.heartbeat),
       backoffMin: number(data.backoffMin),
       backoffMax: number(data.backoffMax),
+      backoffFloor: number(data.backoffFloor),
       minUptime: number(data.minUptime),
       connectTimeout: number(data.connectTimeout),
       positions: data.positions ? JSON.parse(data.positions) : undefined,
@@ -480,15 +509,20 @@ export class RealtimeClient {
   }
 
   _scheduleReconnect(code) {
-    const delay = backoffDelay(this._attempt, this.options.backoffMin, this.options.backoffMax);
+    const { backoffMin, backoffMax, backoffFloor } = this.options;
+    const delay = backoffDelay(this._attempt, backoffMin, backoffMax, Math.random, backoffFloor);
     const attempt = this._attempt;
     this._attempt += 1;
-    this._retryAt = Date.now() + delay;
-    this._reconnectTimer = setTimeout(() => {
-      this._reconnectTimer = null;
-      this._open();
-    }, delay);
+    this._startReconnectTimer(delay);
     this._setState(STATES.WAITING, { code, delay, attempt });
+  }
+
+  // While waiting, move the pending retry to within `wakeDelay` unless it is due sooner.
+  _retrySoon() {
+    if (this._state !== STATES.WAITING) return;
+    const delay = wakeDelay(this.options.backoffFloor, this.options.backoffMin);
+    if (this._retryAt !== null && this._retryAt - Date.now() <= delay) return;
+    this._startReconnectTimer(delay);
   }
 
   /**
@@ -521,11 +555,11 @@ export class RealtimeClient {
     if (document.visibilityState !== "visible") return;
     // Timers of hidden pages are throttled: check the link now, not a heartbeat later.
     if (this._state === STATES.OPEN) this.ping();
-    else if (this._state === STATES.WAITING) this._open();
+    else this._retrySoon();
   }
 
   _onOnline() {
-    if (this._state === STATES.WAITING) this._open();
+    this._retrySoon();
   }
 
   _onPagehide() {
@@ -591,6 +625,15 @@ export class RealtimeClient {
   _clearUptimeTimer() {
     if (this._uptimeTimer !== null) clearTimeout(this._uptimeTimer);
     this._uptimeTimer = null;
+  }
+
+  _startReconnectTimer(delay) {
+    this._clearReconnectTimer();
+    this._retryAt = Date.now() + delay;
+    this._reconnectTimer = setTimeout(() => {
+      this._reconnectTimer = null;
+      this._open();
+    }, delay);
   }
 
   _clearReconnectTimer() {
