@@ -139,6 +139,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"realtime": {"handlers": ["console"], "level": os.environ.get("REALTIME_LOG_LEVEL", "INFO")}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)-8s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Not propagated: daphne gives the root logger a handler too, and every line would show twice.
+    "loggers": {
+        "realtime": {
+            "handlers": ["console"],
+            "level": os.environ.get("REALTIME_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        }
+    },
 }

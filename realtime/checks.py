@@ -166,6 +166,34 @@ def _routes_to_realtime(app, depth=0):
     return None
 
 
+#: The first daphne that caps frame and message sizes (CVE-2026-44545).
+SAFE_DAPHNE = (4, 2, 3)
+
+
+@register(Tags.security)
+def check_daphne_version(app_configs=None, **kwargs):
+    """daphne before 4.2.2 buffers a frame of any size before the application sees it."""
+    try:
+        import daphne
+    except ImportError:
+        return []
+    version = str(getattr(daphne, "__version__", ""))
+    try:
+        installed = tuple(int(part) for part in version.split(".")[:3])
+    except ValueError:
+        return []
+    if installed >= SAFE_DAPHNE:
+        return []
+    return [
+        Warning(
+            f"daphne {version} is installed: versions before 4.2.2 read WebSocket frames of any "
+            "size into memory before realtime can refuse them (CVE-2026-44545).",
+            hint='pip install "daphne>=4.2.3"',
+            id="realtime.W008",
+        )
+    ]
+
+
 @register(Tags.compatibility)
 def check_presence(app_configs=None, **kwargs):
     """Presence entries must outlive the interval between two heartbeats."""

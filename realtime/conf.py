@@ -143,6 +143,12 @@ def get_config():
     for key in ("VERIFY_SESSIONS", "DAPHNE_FAST_PATH", "ALLOW_ANONYMOUS"):
         if not isinstance(config[key], bool):
             raise RealtimeConfigError(f'settings.REALTIME["{key}"] must be True or False, got {config[key]!r}.')
+    if config["MAX_OUTBOUND_BUFFER"] < 2 * config["MAX_MESSAGE_SIZE"]:
+        # Replays pace themselves at half the buffer; a message must fit beside that.
+        raise RealtimeConfigError(
+            'settings.REALTIME["MAX_OUTBOUND_BUFFER"] must be at least twice MAX_MESSAGE_SIZE '
+            f'({2 * config["MAX_MESSAGE_SIZE"]}), got {config["MAX_OUTBOUND_BUFFER"]}.'
+        )
     config["TRUSTED_PROXIES"] = _validate_proxies(config["TRUSTED_PROXIES"])
     if not isinstance(config["PUBLISH_CACHE"], str) or not config["PUBLISH_CACHE"]:
         raise RealtimeConfigError(

@@ -126,3 +126,31 @@ class DaphneServer:
 
     def output(self):
         return _tail(self.log, 200)
+
+
+def publish(env, stream, count, start=0, procs=1, pad=0, delay=0.0):
+    """Start ``procs`` processes publishing ``count`` messages in all (tests/publisher.py); wait with :func:`finish`."""
+    per = count // procs
+    children = []
+    for i in range(procs):
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.publisher", stream, str(per), "--start", str(start + i * per), "--pad", str(pad), "--delay", str(delay)],
+                cwd=ROOT, env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.e2e_settings", **env, **_tmp_env()},
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+        )
+    return children
+
+
+def _tmp_env():
+    from django.conf import settings
+
+    name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    return {"REALTIME_TEST_TMP": os.path.dirname(name)} if name else {}
+
+
+def finish(children, timeout=180):
+    for child in children:
+        out, err = child.communicate(timeout=timeout)
+        assert child.returncode == 0, err

@@ -11,7 +11,7 @@ from django.urls import include, path
 from realtime import checks
 from realtime.routing import not_found_urlpatterns, websocket_urlpatterns
 
-MINE = {"realtime.E003", "realtime.E004", "realtime.W004", "realtime.W005", "realtime.W006", "realtime.W007"}
+MINE = {"realtime.E003", "realtime.E004", "realtime.W004", "realtime.W005", "realtime.W006", "realtime.W007", "realtime.W008"}
 
 
 class OtherConsumer(AsyncWebsocketConsumer):
@@ -169,3 +169,26 @@ def test_publish_api_fine_with_admin_or_not_mounted(settings):
     settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "django.contrib.admin"]
     settings.ROOT_URLCONF = "tests.urls_without_realtime"
     assert checks.check_publish_api() == []
+
+
+@pytest.mark.parametrize("version", ["4.2.1", "4.1.2", "3.0.2"])
+def test_daphne_without_frame_limits(monkeypatch, version):
+    import daphne
+
+    monkeypatch.setattr(daphne, "__version__", version)
+    assert checks.check_daphne_version() == [
+        Warning(
+            f"daphne {version} is installed: versions before 4.2.2 read WebSocket frames of any "
+            "size into memory before realtime can refuse them (CVE-2026-44545).",
+            hint='pip install "daphne>=4.2.3"',
+            id="realtime.W008",
+        )
+    ]
+
+
+@pytest.mark.parametrize("version", ["4.2.3", "4.3.0", "5.0"])
+def test_daphne_with_frame_limits(monkeypatch, version):
+    import daphne
+
+    monkeypatch.setattr(daphne, "__version__", version)
+    assert checks.check_daphne_version() == []

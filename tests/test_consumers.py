@@ -79,7 +79,8 @@ async def connect():
 
     yield connect
     for communicator in opened:
-        await communicator.disconnect()
+        if not communicator.future.done():
+            await communicator.disconnect()
 
 
 async def store_only(stream, type_="t", payload=None):
@@ -460,3 +461,86 @@ async def test_concurrent_pings_share_one_heads_query(connect, make_user, monkey
         assert (await client.recv())["type"] == "pong"
     # broadcast + 12 private user streams, read together.
     assert len(calls) <= 2 and sum(calls) == 13
+
+
+# Failures inside the server ------------------------------------------------
+
+
+def raise_on(stream):
+    def authorize(user, name):
+        if name == stream:
+            raise ValueError("a bug in the project's AUTHORIZE hook")
+        return allow_orders(user, name)
+
+    return authorize
+
+
+async def test_a_failing_handler_answers_internal_error_and_the_connection_lives(connect, make_user, settings, caplog):
+    settings.REALTIME = {"AUTHORIZE": raise_on("project:1")}
+    client = await connect(await make_user())
+    for _ in range(3):
+        await client.send({"type": "subscribe", "stream": "project:1"})
+        error = await client.recv()
+        assert error["type"] == "error" and error["payload"]["code"] == "internal_error"
+    await client.send({"type": "ping", "id": 7})
+    assert (await client.recv())["payload"]["id"] == 7
+    # Logged once, with the connection id, not once per frame.
+    logged = [r for r in caplog.records if "websocket.receive failed" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info
+
+
+async def test_a_failing_connect_closes_with_4500_and_leaves_the_hub(connect, make_user, settings):
+    settings.REALTIME = {"AUTHORIZE": raise_on("project:1")}
+    client = await connect(await make_user(), resume={"streams": {"project:1": 0}}, expect_welcome=False)
+    assert await client.close_code() == 4500
+    await client.c.disconnect()
+    assert get_hub().subscribers == {}
+
+
+async def test_a_database_error_during_a_ping_still_gets_a_pong(connect, make_user, monkeypatch, caplog):
+    from django.db import OperationalError
+
+    client = await connect(await make_user())
+
+    def down(names, using=None):
+        raise OperationalError("the database is restarting")
+
+    monkeypatch.setattr(store, "heads", down)
+    get_hub()._heads.clear()
+    await client.send({"type": "ping", "id": 1})
+    pong = await client.recv()
+    assert pong["type"] == "pong" and pong["payload"] == {"streams": {}, "epochs": {}, "id": 1}
+    assert "cannot read stream heads" in caplog.text
+
+
+async def test_a_database_error_during_a_replay_closes_with_4500(connect, make_user, monkeypatch):
+    from django.db import OperationalError
+
+    user = await make_user()
+    for n in range(3):
+        await store_only(f"user:{user.pk}", payload={"n": n})
+
+    def down(*args, **kwargs):
+        raise OperationalError("the database is restarting")
+
+    monkeypatch.setattr(store, "read_after", down)
+    client = await connect(user, resume={"streams": {f"user:{user.pk}": 0}})
+    assert await client.close_code() == 4500
+
+
+async def test_frames_after_the_servers_close_are_ignored(connect, make_user, settings):
+    settings.REALTIME = {"MAX_INBOUND_SIZE": 100}
+    client = await connect(await make_user())
+    await client.send("x" * 200)
+    assert await client.close_code() == 4009
+    await client.send({"type": "ping"})  # used to raise inside daphne and end with 1011
+    await client.nothing()
+
+
+async def test_a_closed_connection_leaves_the_hub_even_when_cancelled(connect, make_user):
+    client = await connect(await make_user(), resume={"streams": {"orders": 0}})
+    hub = get_hub()
+    assert hub.subscribers
+    client.c.future.cancel()  # what daphne does to an application that will not stop
+    await asyncio.sleep(0.05)
+    assert hub.subscribers == {}

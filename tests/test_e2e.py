@@ -5,10 +5,6 @@ than channels-redis's capacity, and a Redis restart under load.
 """
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,7 +12,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.test import Client
 
-from tests.procs import ROOT
+from tests.procs import finish, publish
 from tests.wsclient import RecordingClient
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -42,34 +38,6 @@ def cluster(daphne_factory, redis_url, layer_prefix):
         return [daphne_factory(env=env, name=f"daphne{i}") for i in range(n)], env
 
     return start
-
-
-def publish(env, stream, count, start=0, procs=1):
-    """Publish ``count`` messages from ``procs`` separate processes; wait for them."""
-    per = count // procs
-    children = []
-    for i in range(procs):
-        children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.publisher", stream, str(per), "--start", str(start + i * per)],
-                cwd=ROOT, env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.e2e_settings", **env, **_tmp_env()},
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )
-        )
-    return children
-
-
-def _tmp_env():
-    from django.conf import settings
-
-    name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
-    return {"REALTIME_TEST_TMP": os.path.dirname(name)} if name else {}
-
-
-def finish(children, timeout=180):
-    for child in children:
-        out, err = child.communicate(timeout=timeout)
-        assert child.returncode == 0, err
 
 
 async def start_clients(servers, cookie, count, **kwargs):

@@ -8,10 +8,15 @@ client does.
 
 import asyncio
 import json
+import time
 from urllib.parse import quote
 
 import websockets
 from websockets.asyncio.client import connect
+
+
+#: Close codes after which the bundled client does not reconnect (docs/protocol.md).
+FINAL_CODES = (1000, 1009, 4008, 4009, 4029, 4401)
 
 
 class RecordingClient:
@@ -21,6 +26,8 @@ class RecordingClient:
         self.origin = origin
         self.ping_every = ping_every
         self.frames = []
+        #: time.time() at which each frame of ``frames`` arrived.
+        self.arrivals = []
         self.received = {}
         self.epochs = {}
         self.closes = []
@@ -59,11 +66,13 @@ class RecordingClient:
                     try:
                         async for raw in ws:
                             self._record(json.loads(raw))
+                    except websockets.ConnectionClosed:
+                        pass  # a close code other than 1000/1001: read it below
                     finally:
                         if pinger:
                             pinger.cancel()
                     self.closes.append(ws.close_code)
-                    if ws.close_code in (1000, 4401, 4008, 4009, 4029, 1009):
+                    if ws.close_code in FINAL_CODES:
                         return
             except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake, TimeoutError) as exc:
                 self.closes.append(repr(exc))
@@ -80,6 +89,7 @@ class RecordingClient:
 
     def _record(self, frame):
         self.frames.append(frame)
+        self.arrivals.append(time.time())
         kind = frame["type"]
         if kind == "welcome":
             self.epochs.update({k: v for k, v in frame["payload"]["epochs"].items() if v})

@@ -77,8 +77,8 @@ def test_database_down_answers_503_json_quickly(daphne_factory):
     # A token that is neither a settings token nor shaped like a database token needs no database.
     status, _response, answer, _elapsed = post(server, {"stream": "orders", "type": "x"}, "garbage")
     assert (status, answer["error"]) == (401, "unauthorized")
-    # Once per request, at WARNING (daphne's root handler shows the level).
-    logged = re.findall(r"WARNING +Publish API answered 503, the database is unavailable", server.output())
+    # Once per request, at WARNING.
+    logged = re.findall(r"WARNING +realtime Publish API answered 503, the database is unavailable", server.output())
     assert len(logged) == len(cases), server.output()
     assert "Traceback" not in server.output()
 
