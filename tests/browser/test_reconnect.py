@@ -9,17 +9,30 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transa
 FAST = {"backoff_min": 50, "backoff_max": 100, "heartbeat": 60000}
 
 
-@pytest.mark.parametrize("code", [1000, 4401])
-def test_no_reconnect_after_final_close(live, open_page, code):
+def test_no_reconnect_after_final_close(live, open_page):
     server = live()
-    page = open_page(server, url=f"/ws/test/close/?code={code}", **FAST)
+    page = open_page(server, url="/ws/test/close/?code=1000", **FAST)
     wait_until(page, "rec.closes.length >= 1")
     # Ten times the largest backoff: a retry would have happened by now.
     page.wait_for_timeout(1000)
 
-    assert page.evaluate("rec.closes.map((c) => c.code)") == [code]
+    assert page.evaluate("rec.closes.map((c) => c.code)") == [1000]
     assert page.evaluate("rec.states.map((s) => s.newState)") == ["connecting", "open", "closed"]
     assert page.evaluate("__frames.filter((f) => f.dir === 'connect').length") == 1
+
+
+def test_4401_after_welcome_is_looked_at_once_then_final(live, open_page):
+    server = live()
+    # This server welcomes and closes with 4401 every time: one retry, then stop.
+    page = open_page(server, url="/ws/test/close/?code=4401", **FAST)
+    wait_until(page, "rec.closes.length >= 2")
+    page.wait_for_timeout(1000)
+
+    assert page.evaluate("rec.closes.map((c) => c.code)") == [4401, 4401]
+    assert page.evaluate("rec.states.map((s) => s.newState)") == [
+        "connecting", "open", "waiting", "connecting", "open", "closed",
+    ]
+    assert page.evaluate("__frames.filter((f) => f.dir === 'connect').length") == 2
 
 
 def test_reconnect_after_server_error_1011_without_resetting_attempts(live, open_page):

@@ -1,5 +1,6 @@
 """The demo site's routes plus the test page of the browser tests."""
 
+from django.contrib.auth import views as auth_views
 from django.shortcuts import render
 from django.urls import path
 
@@ -20,4 +21,9 @@ def client_page(request):
     return render(request, "browser/page.html", {"options": options, "hold": "hold" in request.GET})
 
 
-urlpatterns = [path("test/page/", client_page), *project_urlpatterns]
+urlpatterns = [
+    path("test/page/", client_page),
+    # Django's own view: it saves the new hash and gives the browser a new session key.
+    path("test/password/", auth_views.PasswordChangeView.as_view(success_url="/test/page/?hold=1")),
+    *project_urlpatterns,
+]

@@ -34,6 +34,8 @@
  * @property {number} code
  * @property {string} reason
  * @property {boolean} wasClean
+ * @property {boolean} [welcomed]  The closed socket had received the server's `welcome`.
+ * @property {number} [attempt]  Failed attempts before this close (0 after a healthy connection).
  *
  * @typedef {object} Options
  * @property {string} [url="/ws/realtime/"]  Relative URLs resolve against the page, http(s) becoming ws(s).
@@ -58,6 +60,9 @@ export const STATES = Object.freeze({
 
 /** Close code the client uses when it gives up on a link: no pong, or no welcome in time. */
 export const CLOSE_DEAD_LINK = 4000;
+
+/** Close code of the server for a socket without a login, or whose login ended. */
+export const CLOSE_UNAUTHENTICATED = 4401;
 
 /**
  * Close codes after which retrying cannot help: normal close, not logged in
@@ -94,6 +99,12 @@ const LIFECYCLE_EVENTS = new Set(CLIENT_EVENTS);
  * @returns {boolean}
  */
 export function defaultShouldReconnect(info) {
+  if (info.code === CLOSE_UNAUTHENTICATED && info.welcomed && info.attempt === 0) {
+    // The login this socket was opened with ended, but the browser may hold a
+    // new session of the same user (Django gives one on login and password
+    // change): look once. A 4401 before `welcome` is final.
+    return true;
+  }
   return !NO_RECONNECT_CODES.includes(info.code);
 }
 
@@ -201,6 +212,7 @@ export class RealtimeClient {
     // Bumped for every socket; callbacks of older sockets compare and return.
     this._generation = 0;
     this._attempt = 0;
+    this._welcomed = false;
     this._retryAt = null;
     this._pingId = 0;
     this._pingOutstanding = false;
@@ -422,6 +434,7 @@ export class RealtimeClient {
     this._clearReconnectTimer();
     this._retryAt = null;
     const url = this._connectUrl();
+    this._welcomed = false;
     this._setState(STATES.CONNECTING, { attempt: this._attempt });
     const generation = ++this._generation;
     let socket;
@@ -462,7 +475,13 @@ export class RealtimeClient {
   _onSocketClose(generation, event) {
     if (generation !== this._generation) return;
     this._socket = null;
-    this._lost({ code: event.code, reason: event.reason, wasClean: event.wasClean });
+    this._lost({
+      code: event.code,
+      reason: event.reason,
+      wasClean: event.wasClean,
+      welcomed: this._welcomed,
+      attempt: this._attempt,
+    });
   }
 
   // Give up on the current socket without waiting for its close handshake,
@@ -742,6 +761,7 @@ export class RealtimeClient {
 
   _onWelcome(payload) {
     this._clearConnectTimer();
+    this._welcomed = true;
     for (const [name, seq] of Object.entries(payload.streams || {})) {
       this._setPosition(name, seq, (payload.epochs || {})[name]);
     }
