@@ -497,7 +497,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             valid = await sessions.still_logged_in(self._session_key, self.user)
         except Exception:
             # A session store outage must not log everyone out; the next ping retries.
-            logger.warning("realtime: connection %s: cannot check its session", self.connection_id, exc_info=True)
+            if _first_in_a_while("session check"):
+                logger.warning("realtime: cannot check sessions (connection %s and maybe others)", self.connection_id, exc_info=True)
             return
         if not valid:
             logger.info("realtime: connection %s: the session ended; closing with %d", self.connection_id, CLOSE_UNAUTHENTICATED)
@@ -552,7 +553,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         except DatabaseError:
             # The link is fine, the database is not: answer (so the client does
             # not drop a working socket) without heads; the next ping heals.
-            logger.warning("realtime: connection %s: cannot read stream heads for a pong", self.connection_id, exc_info=True)
+            if _first_in_a_while("pong heads"):
+                logger.warning("realtime: cannot read stream heads for pongs; answering without them", exc_info=True)
         if command.id is not None:
             payload["id"] = command.id
         await self.send_text(envelope.control("pong", payload))
@@ -587,7 +589,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self.last.pop(name, None) is not None:
             self._settle(name)
             self._overflowed.discard(name)
-            if self.user.is_authenticated and name == user_stream(self.user):
+            if self.user is not None and self.user.is_authenticated and name == user_stream(self.user):
                 self._control = name  # stay reachable by disconnect_user()
             else:
                 self.hub.unsubscribe(self, name)
@@ -648,6 +650,20 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def _error(self, code, message, **extra):
         await self.send_text(envelope.control("error", {"code": code, "message": message, **extra}))
+
+
+#: Seconds between two log lines about the same outage (every socket meets it).
+OUTAGE_LOG_INTERVAL = 60.0
+_logged_at = {}
+
+
+def _first_in_a_while(what):
+    """True at most once per :data:`OUTAGE_LOG_INTERVAL` for ``what``, in this process."""
+    now = time.monotonic()
+    if now - _logged_at.get(what, -OUTAGE_LOG_INTERVAL) < OUTAGE_LOG_INTERVAL:
+        return False
+    _logged_at[what] = now
+    return True
 
 
 def _innermost_send(send):

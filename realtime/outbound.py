@@ -95,6 +95,8 @@ class Output:
 
 
 class _Close:
+    """A close frame's place in an :class:`AsgiOutput` queue."""
+
     __slots__ = ("code",)
     size = 0
 
@@ -112,14 +114,15 @@ class AsgiOutput(Output):
         self._bytes = 0
         self._writer = None
         self._progress = asyncio.Event()
-        self._closed = False
+        self._open = True  # accepting frames
+        self._closing = False  # a close is queued or sent
 
     @property
     def buffered(self):
         return self._bytes
 
     def write(self, out):
-        if self._closed:
+        if not self._open:
             return True
         size = out.size
         if self._bytes and self._bytes + size > self.limit:
@@ -135,10 +138,9 @@ class AsgiOutput(Output):
 
     async def _run(self):
         try:
-            while self._queue and not self._closed:
+            while self._queue:
                 item = self._queue[0]
                 if isinstance(item, _Close):
-                    self._closed = True
                     await self._send({"type": "websocket.close", "code": item.code})
                 else:
                     await self._send({"type": "websocket.send", "text": item.text})
@@ -157,18 +159,28 @@ class AsgiOutput(Output):
             self._progress.set()
 
     async def drained(self, low):
-        while self._bytes > low and not self._closed:
+        while self._bytes > low and self._open:
             self._progress.clear()
             await self._progress.wait()
 
     async def close(self, code):
-        if self._closed:
+        if self._closing:
             return
-        self._queue.append(_Close(code))
-        self._wake()
+        self._closing = True
+        if self._open:
+            self._open = False
+            self._queue.append(_Close(code))
+            self._wake()
+            return
+        # Discarded: the writer may be stuck on a client that does not read,
+        # so the close does not wait behind it.
+        try:
+            await self._send({"type": "websocket.close", "code": code})
+        except Exception:
+            logger.debug("realtime: close failed; the socket is gone", exc_info=True)
 
     def discard(self):
-        self._closed = True
+        self._open = False
         self._queue.clear()
         self._bytes = 0
         self._progress.set()

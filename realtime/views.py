@@ -79,12 +79,7 @@ def _publish(request):
     # Before the token is looked at: a blocked address learns nothing, even from a good token.
     retry_after = _auth_failures_blocked(address)
     if retry_after is not None:
-        return _error(
-            429,
-            "rate_limited",
-            _("Too many failed authentications from this address; retry later."),
-            headers={"Retry-After": str(retry_after)},
-        )
+        return _rate_limited(_("Too many failed authentications from this address; retry later."), retry_after)
     credential = tokens.authenticate(_bearer(request))
     if credential is None:
         _count_auth_failure(address)
@@ -96,12 +91,7 @@ def _publish(request):
         )
     retry_after = _over_rate_limit(credential)
     if retry_after is not None:
-        return _error(
-            429,
-            "rate_limited",
-            _("Too many requests for this token; retry later."),
-            headers={"Retry-After": str(retry_after)},
-        )
+        return _rate_limited(_("Too many requests for this token; retry later."), retry_after)
     limit = setting("PUBLISH_MAX_BODY")
     try:
         too_big = int(request.META.get("CONTENT_LENGTH") or 0) > limit or len(request.body) > limit
@@ -143,6 +133,10 @@ def _error(status, code, message, fields=None, headers=None):
     if fields:
         body["fields"] = fields
     return JsonResponse(body, status=status, headers=headers)
+
+
+def _rate_limited(message, retry_after):
+    return _error(429, "rate_limited", message, headers={"Retry-After": str(retry_after)})
 
 
 def _bearer(request):

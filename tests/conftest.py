@@ -72,12 +72,15 @@ def redis_layer_settings(redis_url, layer_prefix, settings):
 
 @pytest.fixture
 def daphne_factory(tmp_path, settings):
-    """Start daphne processes sharing this test's database; all are stopped at the end."""
+    """Start daphne processes sharing this test's database; all are stopped at the end.
+
+    ``kind=UvicornServer`` starts the application under uvicorn instead.
+    """
     started = []
     tmp = os.path.dirname(settings.DATABASES["default"]["TEST"]["NAME"]) if "TEST" in settings.DATABASES["default"] else str(tmp_path)
 
-    def start(env=None, name="daphne", app="project.asgi:application", port=None):
-        server = DaphneServer(
+    def start(env=None, name="daphne", app="project.asgi:application", port=None, kind=DaphneServer):
+        server = kind(
             tmp_path,
             {"DJANGO_SETTINGS_MODULE": "tests.e2e_settings", "REALTIME_TEST_TMP": tmp, **(env or {})},
             name=name,

@@ -99,10 +99,12 @@ class DaphneServer:
     def ws_url(self):
         return f"ws://127.0.0.1:{self.port}/ws/realtime/"
 
+    def command(self):
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), self.app]
+
     def start(self, timeout=30.0):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), self.app],
-            cwd=str(ROOT), env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+            self.command(), cwd=str(ROOT), env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT
         )
         wait_for_port(self.port, timeout=timeout, proc=self.proc, log=self.log)
         return self
@@ -126,6 +128,16 @@ class DaphneServer:
 
     def output(self):
         return _tail(self.log, 200)
+
+
+class UvicornServer(DaphneServer):
+    """The same application under uvicorn (websockets): realtime's plain ASGI path."""
+
+    def command(self):
+        return [
+            sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1", "--port", str(self.port),
+            "--ws", "websockets", "--no-access-log",
+        ]
 
 
 def publish(env, stream, count, start=0, procs=1, pad=0, delay=0.0):

@@ -12,7 +12,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 
-from realtime import adisconnect_user, anotify, store
+from realtime import adisconnect_user, anotify, consumers, store
 from realtime.api import reset_stream
 from realtime.envelope import encode_payload
 from realtime.hub import get_hub
@@ -506,6 +506,7 @@ async def test_a_database_error_during_a_ping_still_gets_a_pong(connect, make_us
         raise OperationalError("the database is restarting")
 
     monkeypatch.setattr(store, "heads", down)
+    monkeypatch.setattr(consumers, "_logged_at", {})
     get_hub()._heads.clear()
     await client.send({"type": "ping", "id": 1})
     pong = await client.recv()

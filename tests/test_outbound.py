@@ -95,3 +95,19 @@ async def test_a_failing_fast_path_sends_the_frame_the_plain_way(monkeypatch, ca
 @pytest.mark.parametrize("text", ["plain", "ünïcødé 😀"])
 def test_outgoing_sizes_are_bytes_of_utf8(text):
     assert Outgoing(text).size == len(text.encode("utf-8"))
+
+
+async def test_a_close_after_discard_does_not_wait_behind_a_stuck_send():
+    sent = []
+
+    async def stuck_on_text(message):
+        if message["type"] == "websocket.send":
+            await asyncio.Event().wait()  # a client that never reads
+        sent.append(message)
+
+    out = AsgiOutput(stuck_on_text, limit=10)
+    out.write(Outgoing("stuck"))
+    await asyncio.sleep(0)
+    out.discard()
+    await asyncio.wait_for(out.close(4010), 1)
+    assert sent == [{"type": "websocket.close", "code": 4010}]

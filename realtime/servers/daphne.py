@@ -63,7 +63,7 @@ CONTRACT = (
     ("FileDescriptor()", "_tempDataBuffer"),
     ("FileDescriptor()", "_tempDataLen"),
     ("twisted.internet.tcp.Server", "TLS"),
-    ("twisted.internet.tcp.Server", "abortConnection"),
+    ("twisted.internet.tcp.Server", "loseConnection"),
     ("twisted.web.http.Request", "gotLength"),
     ("twisted.web.http.Request", "finish"),
     ("autobahn.websocket.protocol.WebSocketProtocol", "sendPreparedMessage"),
@@ -358,7 +358,10 @@ class _HeaderDeadline:
         if self.transport is not None:
             slow_handshakes += 1
             logger.debug("realtime: dropping a connection whose request headers took over %s s", self.timeout)
-            self.transport.abortConnection()
+            # Nothing is being written while a request is awaited, so this closes
+            # at once; a FIN rather than a reset lets an idle keep-alive client
+            # retry cleanly on a new connection.
+            self.transport.loseConnection()
 
 
 class _GuardedRequest(_WebRequest if PROBLEM is None else object):

@@ -26,14 +26,14 @@ def rss(pid):
 def server(daphne_factory, redis_url, layer_prefix):
     """Start a daphne on the session Redis with extra ``REALTIME`` keys; returns it."""
 
-    def start(realtime=None, env=None, name="daphne"):
+    def start(realtime=None, env=None, name="daphne", **options):
         merged = {
             "REDIS_URL": redis_url,
             "REALTIME_REDIS_PREFIX": layer_prefix,
             "REALTIME_JSON": json.dumps(realtime or {}),
             **(env or {}),
         }
-        server = daphne_factory(env=merged, name=name)
+        server = daphne_factory(env=merged, name=name, **options)
         server.env_extra = merged
         return server
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from realtime import envelope
 from realtime.models import Message, Stream
-from tests.procs import finish, publish
+from tests.procs import UvicornServer, finish, publish
 from tests.security.conftest import RawSocket, rss
 from tests.wsclient import RecordingClient
 
@@ -144,3 +144,29 @@ async def test_slow_socket_is_closed_with_4010_while_100_others_keep_up(server, 
 
 def _epoch(ts):
     return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+async def test_under_uvicorn_a_slow_socket_costs_at_most_the_cap(server, login):
+    """The plain ASGI path: uvicorn makes send() wait, so the backlog is realtime's queue, capped."""
+    daphne = server(kind=UvicornServer, name="uvicorn")
+    slow_user, slow_cookie = await login("slow")
+    _reader, cookie = await login("reader")
+    reader = await RecordingClient(daphne.ws_url, cookie=cookie, origin=daphne.url).start()
+    slow = RawSocket(daphne.port, slow_cookie, rcvbuf=4096)
+    await asyncio.sleep(0.5)
+    before = rss(daphne.proc.pid)
+    try:
+        flood = publish(daphne.env_extra, f"user:{slow_user.pk}", 350, pad=60_000)
+        ticks = publish(daphne.env_extra, "broadcast", 50, delay=0.02)
+        peak = await sync_to_async(peak_rss)(daphne.proc.pid, 3)
+        await sync_to_async(finish)(flood + ticks)
+        assert await reader.wait_for("broadcast", 50, 20)
+        peak = max(peak, rss(daphne.proc.pid))
+        growth = peak - before
+        print(f"\n[slow socket, uvicorn] 21 MB to a socket that does not read: RSS +{growth / MiB:.1f} MiB")
+        assert "closing it with 4010" in daphne.output()
+        assert growth <= CAP + 16 * MiB, f"RSS grew by {growth / MiB:.1f} MiB"
+        assert reader.seqs("broadcast") == list(range(1, 51))
+    finally:
+        slow.close()
+        await reader.stop()
