@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class DemoConfig(AppConfig):
@@ -6,6 +7,6 @@ class DemoConfig(AppConfig):
 
     name = "project"
     label = "demo"
-    verbose_name = "Demo"
+    verbose_name = _("Demo")
     default_auto_field = "django.db.models.BigAutoField"
 

@@ -1,16 +1,17 @@
 from django import forms
 from django.contrib.auth import get_user_model
+from django.utils.translation import gettext_lazy as _
 
 from .models import Task
 
-LEVELS = [("info", "Info"), ("success", "Success"), ("warning", "Warning"), ("error", "Error")]
+LEVELS = [("info", _("Info")), ("success", _("Success")), ("warning", _("Warning")), ("error", _("Error"))]
 
 
 class NoticeForm(forms.Form):
     """A notice a staff member sends to everyone or to one user."""
 
     audience = forms.ChoiceField(
-        choices=[("everyone", "Everyone"), ("user", "One user")], initial="everyone", widget=forms.RadioSelect
+        choices=[("everyone", _("Everyone")), ("user", _("One user"))], initial="everyone", widget=forms.RadioSelect
     )
     username = forms.CharField(max_length=150, required=False)
     level = forms.ChoiceField(choices=LEVELS, initial="info", widget=forms.RadioSelect)
@@ -23,12 +24,12 @@ class NoticeForm(forms.Form):
         if data.get("audience") == "user":
             username = (data.get("username") or "").strip()
             if not username:
-                self.add_error("username", "Whom should it go to?")
+                self.add_error("username", _("Whom should it go to?"))
             else:
                 try:
                     self.recipient = get_user_model().objects.get_by_natural_key(username)
                 except get_user_model().DoesNotExist:
-                    self.add_error("username", f"There is no user named “{username}”.")
+                    self.add_error("username", _("There is no user named “%(username)s”.") % {"username": username})
         return data
 
 
@@ -45,9 +46,9 @@ class TaskForm(forms.Form):
     def clean(self):
         data = super().clean()
         if self.creating and not data.get("title"):
-            self.add_error("title", "Give the task a title.")
+            self.add_error("title", _("Give the task a title."))
         elif not self.creating and not (data.get("title") or data.get("status")):
-            raise forms.ValidationError("Nothing to change: give a title or a status.")
+            raise forms.ValidationError(_("Nothing to change: give a title or a status."))
         return data
 
     def changes(self):

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog
 
 from . import board, views
 
@@ -16,6 +17,10 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    # set_language: the pages' language switch posts here.
+    path("i18n/", include("django.conf.urls.i18n")),
+    # gettext() and friends for static/*.js, with the demo's djangojs catalog.
+    path("jsi18n/", JavaScriptCatalog.as_view(packages=["project"]), name="javascript-catalog"),
     path("realtime/", include("realtime.urls")),
 ]
 

@@ -2,6 +2,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseForbidden, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 import realtime
@@ -21,10 +22,11 @@ def home(request):
 def send_notice(request):
     """Staff only: publish a ``notice`` to everyone or to one user.
 
-    Answers JSON to the page's script and redirects a plain form post.
+    Answers JSON to the page's script (``to``: the username, or null for
+    everyone) and redirects a plain form post.
     """
     if not request.user.is_staff:
-        return HttpResponseForbidden("Only staff may send notices.")
+        return HttpResponseForbidden(_("Only staff may send notices."))
     form = NoticeForm(request.POST)
     wants_json = "application/json" in request.headers.get("Accept", "")
     if not form.is_valid():
@@ -43,8 +45,11 @@ def send_notice(request):
             "sender": request.user.get_username(),
         },
     )
+    username = form.recipient.get_username() if form.recipient else None
     if wants_json:
-        to = form.recipient.get_username() if form.recipient else "everyone"
-        return JsonResponse({"to": to, "stream": published.stream, "seq": published.seq})
-    messages.success(request, f"Notice sent to {form.recipient.get_username() if form.recipient else 'everyone'}.")
+        return JsonResponse({"to": username, "stream": published.stream, "seq": published.seq})
+    if username is None:
+        messages.success(request, _("Notice sent to everyone."))
+    else:
+        messages.success(request, _("Notice sent to %(username)s.") % {"username": username})
     return redirect("home")

@@ -6,14 +6,13 @@ import uuid
 from functools import partial
 
 from asgiref.sync import sync_to_async
-from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
-from . import envelope, hub, sender, store
+from . import envelope, layer, store
 from .conf import setting
 from .exceptions import EnvelopeError, RealtimeError
 from .store import Published
-from .streams import group_name, resolve_targets, user_stream, validate_stream
+from .streams import resolve_targets, user_stream, validate_stream
 
 __all__ = [
     "notify",
@@ -27,11 +26,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("realtime")
-
-#: Provisional seq used to check the size of an envelope before its seq exists.
-_WIDEST_SEQ = 10**18
-
-_warned = set()
 
 
 def notify(target, type, payload=None, *, persist=True, idempotency_key=None):
@@ -60,11 +54,9 @@ def notify(target, type, payload=None, *, persist=True, idempotency_key=None):
     streams = resolve_targets(target)
     envelope.validate_type(type)
     payload_json = envelope.encode_payload(payload)
-    limit = setting("MAX_MESSAGE_SIZE")
-    envelope.check_size(
-        envelope.build(type, max(streams, key=len), _WIDEST_SEQ, payload_json, id="0" * 32),
-        limit,
-    )
+    envelope.check_size(type, max(streams, key=len), payload_json, setting("MAX_MESSAGE_SIZE"))
+    # Before anything is stored: a layer that cannot exist is a configuration error.
+    layer.get_layer()
     if not persist:
         if idempotency_key is not None:
             raise EnvelopeError("idempotency_key needs persist=True: ephemeral messages are not stored.")
@@ -126,7 +118,7 @@ def reset_stream(name):
     epoch = store.reset(validate_stream(name))
     if epoch is None:
         return False
-    _push_layer([{"type": hub.RESET_TYPE, "stream": name, "epoch": epoch}], [name], control=True)
+    layer.send([layer.reset(name, epoch)])
     return True
 
 
@@ -138,8 +130,7 @@ def disconnect_user(user, code=4401):
     """
     _refuse_event_loop()
     pk = getattr(user, "pk", user)
-    stream = user_stream(pk)
-    _push_layer([{"type": hub.REVOKE_TYPE, "stream": stream, "user": pk, "code": code}], [stream], control=True)
+    layer.send([layer.revoke(user_stream(pk), pk, code)])
 
 
 async def adisconnect_user(user, code=4401):
@@ -158,8 +149,7 @@ def recheck_sessions(user):
     """
     _refuse_event_loop()
     pk = getattr(user, "pk", user)
-    stream = user_stream(pk)
-    _push_layer([{"type": hub.RECHECK_TYPE, "stream": stream, "user": pk}], [stream], control=True)
+    layer.send([layer.recheck(user_stream(pk), pk)])
 
 
 def _refuse_event_loop():
@@ -174,59 +164,4 @@ def _refuse_event_loop():
 
 
 def _push(results):
-    _push_layer(
-        [
-            {"type": hub.MESSAGE_TYPE, "stream": r.stream, "seq": r.seq, "text": r.text}
-            for r in results
-        ],
-        [r.stream for r in results],
-    )
-
-
-def _push_layer(messages, streams, control=False):
-    """Send ``messages`` to the groups of ``streams``; never raises.
-
-    ``control`` messages (reset, revoke, recheck) concern only sockets served
-    by a hub, so with nobody to reach they are dropped without a warning.
-    """
-    layer = get_channel_layer(setting("CHANNEL_LAYER"))
-    if control and (layer is None or (isinstance(layer, InMemoryChannelLayer) and not hub.serving())):
-        return
-    if layer is None:
-        _warn_once(
-            "no-layer",
-            "realtime: no channel layer %r is configured (CHANNEL_LAYERS); messages are "
-            "stored but only reach clients on their next heartbeat.",
-            setting("CHANNEL_LAYER"),
-        )
-        return
-    if isinstance(layer, InMemoryChannelLayer) and not hub.serving():
-        _warn_once(
-            "in-memory",
-            "realtime: message stored but not pushed live: the InMemoryChannelLayer only "
-            "reaches WebSocket clients served by this same process, and this process "
-            "serves none. Configure channels_redis (set REDIS_URL in the demo project) "
-            "to publish from other processes; connected clients still pick the message "
-            "up from the log on their next heartbeat.",
-        )
-        return
-    try:
-        sender.run(layer, _group_send_all, layer, messages, streams)
-    except Exception:
-        logger.warning(
-            "realtime: channel layer unreachable; %d message(s) stored but not pushed "
-            "live (clients recover them from the log on their next heartbeat).",
-            len(messages),
-            exc_info=True,
-        )
-
-
-async def _group_send_all(layer, messages, streams):
-    for message, stream in zip(messages, streams):
-        await layer.group_send(group_name(stream), message)
-
-
-def _warn_once(key, message, *args):
-    if key not in _warned:
-        _warned.add(key)
-        logger.warning(message, *args)
+    layer.send([layer.message(result) for result in results])

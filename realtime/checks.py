@@ -1,7 +1,11 @@
 """System checks for the mistakes that bite in production."""
 
+import ast
+import importlib.util
+
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
 from .exceptions import RealtimeConfigError
 
@@ -39,6 +43,22 @@ def check_settings(app_configs=None, **kwargs):
         )
         return messages
     backend = layer.get("BACKEND", "")
+    try:
+        import_string(backend)
+    except ImportError as exc:
+        messages.append(
+            Error(
+                f"CHANNEL_LAYERS[{config['CHANNEL_LAYER']!r}] uses {backend!r}, which cannot be imported "
+                f"({exc}): notify() would refuse to publish.",
+                hint=(
+                    'pip install "django-realtime-notify[redis]" (it brings channels-redis and redis).'
+                    if backend.startswith("channels_redis")
+                    else "Install the package that provides it, or correct the dotted path."
+                ),
+                id="realtime.E005",
+            )
+        )
+        return messages
     if backend.endswith("InMemoryChannelLayer") and not settings.DEBUG:
         messages.append(
             Warning(
@@ -138,6 +158,65 @@ def check_websocket_route(app_configs=None, **kwargs):
             )
         ]
     return []
+
+
+#: Modules that need Django set up when they are imported.
+_NEED_SETUP = ("realtime.routing", "realtime.consumers", "channels.auth")
+_SETUP_CALLS = {"get_asgi_application", "setup"}
+
+
+@register(Tags.compatibility)
+def check_asgi_import_order(app_configs=None, **kwargs):
+    """asgi.py must set Django up before it imports the WebSocket routes.
+
+    Under ``manage.py`` Django is already set up, so a wrong order only fails
+    when daphne imports the module; this reads the module's source instead.
+    """
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    module = path.rpartition(".")[0] if path else ""
+    try:
+        spec = importlib.util.find_spec(module) if module else None
+        with open(spec.origin, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read())
+    except Exception:
+        return []  # nothing to read; E002 and E003 speak for a missing application
+    setup_line = None
+    for node in tree.body:
+        if setup_line is None and any(_is_setup_call(inner) for inner in ast.walk(node)):
+            setup_line = node.lineno
+        imported = _imported_needing_setup(node)
+        if imported and setup_line is None:
+            return [
+                Warning(
+                    f"{spec.origin} imports {imported} (line {node.lineno}) before "
+                    "get_asgi_application() runs: daphne will fail to load it with "
+                    "AppRegistryNotReady or ImproperlyConfigured.",
+                    hint="Call get_asgi_application() first, then import channels.auth and "
+                    "realtime.routing (see the asgi.py in the README).",
+                    id="realtime.W009",
+                )
+            ]
+    return []
+
+
+def _is_setup_call(node):
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    return name in _SETUP_CALLS
+
+
+def _imported_needing_setup(node):
+    names = []
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    for name in names:
+        if any(name == needed or name.startswith(needed + ".") for needed in _NEED_SETUP):
+            return name
+    return None
 
 
 def _routes_to_realtime(app, depth=0):

@@ -1,11 +1,10 @@
-"""The WebSocket endpoint: joins streams, relays the hub's messages, heals gaps.
+"""The WebSocket endpoint: one connection's lifecycle, its live messages and its output.
 
-Per stream the consumer keeps the seq of the last message it wrote to this
-socket. Live messages arrive from the :class:`~realtime.hub.Hub`; one at or
-below that seq is a duplicate and is dropped, one that skips ahead makes the
-consumer read the missing range from the log first. While a stream is being
-replayed, live messages for it wait in a queue, so the client always sees
-seqs in order, each once.
+Live messages arrive from the process's :class:`~realtime.hub.Hub`;
+:class:`~realtime.delivery.Delivery` decides, per stream, whether each is
+next, a duplicate, or shows a gap that :mod:`realtime.replay` fills from the
+log first, so the client sees every seq once, in order. Client frames are
+handled in :mod:`realtime.inbound`.
 
 Nothing a client sends can crash a connection, and however a connection ends
 (close, crash, cancellation by the server) it leaves the hub, its group
@@ -20,35 +19,34 @@ import time
 import uuid
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 from django.db import DatabaseError
 
-from . import envelope, limits, presence, sessions, store
+from . import envelope, limits, presence, sessions
 from .conf import get_config
+from .delivery import Delivery, Live
 from .hub import get_hub
-from .outbound import Outgoing, output_for
+from .inbound import ClientFrames, first_in_a_while
+from .outbound import output_for
 from .protocol import (
-    CLOSE_POLICY,
     CLOSE_SERVER_ERROR,
     CLOSE_SLOW,
-    CLOSE_TOO_BIG,
     CLOSE_TOO_MANY_CONNECTIONS,
     CLOSE_UNAUTHENTICATED,
     PROTOCOL_VERSION,
     ProtocolError,
-    parse,
     parse_query,
 )
+from .replay import Replay
 from .servers import daphne
 from .streams import authorize, streams_for, user_stream
 
 logger = logging.getLogger("realtime")
 
 
-class RealtimeConsumer(AsyncWebsocketConsumer):
+class RealtimeConsumer(ClientFrames, Replay, AsyncWebsocketConsumer):
     """Serves ``/ws/realtime/``: see ``docs/protocol.md`` for the wire protocol."""
 
     # No per-connection layer channel: the per-process hub receives for everyone.
@@ -91,14 +89,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.config = get_config()
         self.connection_id = uuid.uuid4().hex
         self.user = self.scope.get("user")
-        self.last = {}
-        self._busy = set()
-        self._pending = {}
-        self._pending_bytes = {}
-        self._overflowed = set()
+        self.delivery = Delivery(self.config["MAX_OUTBOUND_BUFFER"])
         self._tasks = set()
         self._invalid = 0
         self._failures = 0
+        self._refusals = 0
         self._tokens = float(self.config["INBOUND_BURST"])
         self._refill_at = time.monotonic()
         self._control = None
@@ -162,11 +157,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self._error(query_error.code, str(query_error))
         for name, code in refused:
             if code == "forbidden":
-                await self._error(code, f"You may not read stream {name!r}.", stream=name)
+                await self._forbidden(name)
             else:
                 await self._error(code, "This connection has joined too many streams.", stream=name)
         await self._start(names, starts, heads, resyncs)
-        if authenticated and user_stream(self.user) not in self.last and not self._released:
+        if authenticated and user_stream(self.user) not in self.delivery and not self._released:
             # disconnect_user() travels on the user's stream; listen for it even
             # when DEFAULT_STREAMS leaves that stream out (push() ignores
             # messages of streams this socket has not joined).
@@ -198,16 +193,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         limits.release(self)
         if self.hub is not None:
             presence.in_background(presence.disconnected(self))
-            for name in [*self.last, self._control]:
+            for name in [*self.delivery.streams, self._control]:
                 if name is not None:
                     self.hub.unsubscribe(self, name)
-            self.last.clear()
-            self._pending.clear()
+            self.delivery.clear()
 
     @property
     def streams(self):
         """Names of the streams this socket has joined."""
-        return list(self.last)
+        return self.delivery.streams
 
     async def _presence(self, hook):
         try:
@@ -240,68 +234,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return
         await self._error("internal_error", "The server failed to handle this frame.")
 
-    # Joining streams -------------------------------------------------------
-
-    async def _join(self, names, positions, epochs):
-        """Subscribe to ``names`` and decide where each starts.
-
-        Streams stay busy (live messages queue up) until :meth:`_start`.
-        """
-        for name in names:
-            self.last[name] = -1
-            self._busy.add(name)
-            self._pending[name] = []
-        for name in names:
-            await self._subscribe_hub(name)
-        heads = await database_sync_to_async(store.heads)(names)
-        starts, known, resyncs = {}, {}, []
-        for name in names:
-            head, epoch = heads[name]
-            since, their_epoch = positions.get(name), epochs.get(name)
-            start, reason = head, None
-            if since is not None:
-                if their_epoch and epoch and their_epoch != epoch:
-                    reason = "epoch"
-                elif since > head:
-                    reason = "ahead"
-                else:
-                    start = since
-            if reason:
-                resyncs.append((name, head, epoch, reason))
-            self.last[name] = start
-            starts[name] = start
-            known[name] = epoch
-        return starts, known, heads, resyncs
-
-    async def _subscribe_hub(self, name):
-        await self.hub.subscribe(self, name)
-        if self._released:
-            # The connection ended while we waited; _release() could not see this one.
-            self.hub.unsubscribe(self, name)
-
-    async def _start(self, names, starts, heads, resyncs):
-        for name, head, epoch, reason in resyncs:
-            await self._resync(name, head, epoch, reason)
-        for name in names:
-            if name not in self.last:
-                continue
-            behind = starts[name] < heads[name][0]
-            if behind or self._pending.get(name):
-                self._spawn_catch_up(name, replay=behind)
-            else:
-                self._settle(name)
-
-    def _settle(self, stream):
-        self._busy.discard(stream)
-        self._pending.pop(stream, None)
-        self._pending_bytes.pop(stream, None)
-
-    def _hold(self, stream):
-        """Make live messages of ``stream`` wait (in order) until a catch-up drains them."""
-        self._busy.add(stream)
-        self._pending[stream] = []
-        self._pending_bytes[stream] = 0
-
     # Live delivery ---------------------------------------------------------
 
     def push(self, stream, seq, out):
@@ -310,36 +242,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         Synchronous on purpose: a fan-out to 5,000 sockets must not create
         5,000 coroutines (their garbage set off 0.5 s collections, measured).
         """
-        last = self.last.get(stream)
-        if last is None or self._closing:
+        if self._closing:
             return
-        if stream in self._busy:
-            if seq is not None:
-                self._queue(stream, seq, out.text)
-            return
-        if seq is not None:
-            if seq <= last:
-                return
-            if seq > last + 1:
-                self._hold(stream)
-                self._queue(stream, seq, out.text)
-                self._spawn_catch_up(stream, replay=True)
-                return
-            self.last[stream] = seq
-        if not self._out.write(out):
-            self._slow()
-
-    def _queue(self, stream, seq, text):
-        """Keep a live message for after the replay; past the buffer limit, let the log keep it."""
-        size = len(text)
-        if self._pending_bytes.get(stream, 0) + size > self.config["MAX_OUTBOUND_BUFFER"]:
-            # Everything persisted is in the log: replay further instead of holding it here.
-            self._pending[stream] = []
-            self._pending_bytes[stream] = 0
-            self._overflowed.add(stream)
-            return
-        self._pending[stream].append((seq, text))
-        self._pending_bytes[stream] = self._pending_bytes.get(stream, 0) + size
+        action = self.delivery.live(stream, seq, out.text)
+        if action is Live.SEND:
+            if not self._out.write(out):
+                self._slow()
+        elif action is Live.GAP:
+            self._spawn_catch_up(stream, replay=True)
 
     def _slow(self):
         """The client is not reading fast enough: let it go and resume later."""
@@ -370,99 +280,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _spawn_catch_up(self, stream, replay):
-        self._spawn(self._catch_up(stream, replay))
-
-    async def _catch_up(self, stream, replay):
-        """Replay from the log and drain queued live messages, in seq order."""
-        try:
-            while stream in self.last and not self._closing:
-                if replay or stream in self._overflowed:
-                    self._overflowed.discard(stream)
-                    await self._replay(stream)
-                    if stream in self._overflowed:
-                        continue
-                queue = self._pending.get(stream)
-                if not queue:
-                    return
-                self._pending[stream] = []
-                self._pending_bytes[stream] = 0
-                replay = False
-                for seq, text in sorted(queue):
-                    last = self.last.get(stream)
-                    if last is None:
-                        return
-                    if seq <= last:
-                        continue
-                    if seq > last + 1:
-                        # The rest is committed, so the log has it.
-                        replay = True
-                        break
-                    self.last[stream] = seq
-                    await self.send_text(text)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception(
-                "realtime: connection %s: replay of %s failed; closing so the client resumes",
-                self.connection_id,
-                stream,
-            )
-            await self.close(code=CLOSE_SERVER_ERROR)
-        finally:
-            self._settle(stream)
-
-    async def _replay(self, stream):
-        """Send the log after ``self.last[stream]``, paced by the socket.
-
-        A batch is read only when the socket's buffer is below half the
-        limit, and batches shrink to fit the limit, so a client resuming a
-        huge history from seq 0 costs this server one batch and one buffer
-        at a time, never the history.
-        """
-        limit = self.config["MAX_OUTBOUND_BUFFER"]
-        batch = min(self.config["REPLAY_BATCH"], 100)
-        while stream in self.last and not self._closing:
-            await self._out.drained(limit // 4)
-            async with self._replaying:  # one batch in memory per connection
-                last = self.last.get(stream)
-                if last is None or self._closing:
-                    return
-                rows = await database_sync_to_async(store.read_after)(stream, last, batch)
-                if not rows or stream not in self.last:
-                    return
-                if rows[0][0] > last + 1:
-                    heads = await self.hub.heads([stream])
-                    await self._resync(stream, rows[0][0] - 1, heads[stream][1], "pruned")
-                size = 0
-                for seq, text in rows:
-                    if self._out.buffered > limit // 2:
-                        await self._out.drained(limit // 4)
-                    if stream not in self.last or self._closing:
-                        return
-                    self.last[stream] = seq
-                    size += len(text)
-                    await self.send_text(text)
-            if len(rows) < batch:
-                return
-            batch = max(1, min(self.config["REPLAY_BATCH"], (limit // 2) * len(rows) // max(size, 1)))
-
-    async def _resync(self, stream, seq, epoch, reason):
-        self.last[stream] = seq
-        await self.send_text(
-            envelope.control(
-                "resync",
-                {"stream": stream, "seq": seq, "epoch": epoch, "reason": reason},
-                stream=stream,
-            )
-        )
-
     async def reset(self, stream, epoch):
         """The hub reports that ``stream``'s history was reset (a new epoch)."""
-        if stream in self.last:
-            self._pending.pop(stream, None)
-            if stream in self._busy:
-                self._hold(stream)
+        if stream in self.delivery:
+            if self.delivery.is_held(stream):
+                self.delivery.hold(stream)  # what was queued belongs to the old history
             await self._resync(stream, 0, epoch, "reset")
 
     async def revoke(self, user_pk, code):
@@ -497,173 +319,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             valid = await sessions.still_logged_in(self._session_key, self.user)
         except Exception:
             # A session store outage must not log everyone out; the next ping retries.
-            if _first_in_a_while("session check"):
+            if first_in_a_while("session check"):
                 logger.warning("realtime: cannot check sessions (connection %s and maybe others)", self.connection_id, exc_info=True)
             return
         if not valid:
             logger.info("realtime: connection %s: the session ended; closing with %d", self.connection_id, CLOSE_UNAUTHENTICATED)
             await self.close(code=CLOSE_UNAUTHENTICATED)
 
-    # Client frames ---------------------------------------------------------
-
-    async def receive(self, text_data=None, bytes_data=None):
-        if self.hub is None or self._closing:
-            return
-        if not self._take_token():
-            await self.close(code=CLOSE_POLICY)
-            return
-        if text_data is None:
-            await self._invalid_frame("binary_frame", "Binary frames are not part of the protocol; send JSON text.")
-            return
-        limit = self.config["MAX_INBOUND_SIZE"]
-        if len(text_data) > limit or (len(text_data) * 4 > limit and len(text_data.encode("utf-8", "surrogatepass")) > limit):
-            await self.close(code=CLOSE_TOO_BIG)
-            return
-        try:
-            command = parse(text_data, self.config["MAX_STREAMS_PER_CONNECTION"])
-        except ProtocolError as exc:
-            await self._invalid_frame(exc.code, str(exc))
-            return
-        await getattr(self, f"_on_{command.type}")(command)
-
-    def _take_token(self):
-        now = time.monotonic()
-        self._tokens = min(
-            float(self.config["INBOUND_BURST"]),
-            self._tokens + (now - self._refill_at) * self.config["INBOUND_RATE"],
-        )
-        self._refill_at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-    async def _invalid_frame(self, code, message):
-        self._invalid += 1
-        if self._invalid > self.config["MAX_INVALID_FRAMES"]:
-            await self.close(code=CLOSE_POLICY)
-            return
-        await self._error(code, message)
-
-    async def _on_ping(self, command):
-        self._verify()
-        payload = {"streams": {}, "epochs": {}}
-        try:
-            payload = await self._heal()
-        except DatabaseError:
-            # The link is fine, the database is not: answer (so the client does
-            # not drop a working socket) without heads; the next ping heals.
-            if _first_in_a_while("pong heads"):
-                logger.warning("realtime: cannot read stream heads for pongs; answering without them", exc_info=True)
-        if command.id is not None:
-            payload["id"] = command.id
-        await self.send_text(envelope.control("pong", payload))
-        # After the pong: a slow presence store must not look like a dead link.
-        await self._presence(presence.touch)
-
-    async def _heal(self):
-        """Send whatever the log has beyond what this socket got; return the pong's heads."""
-        names = [n for n in self.last if n not in self._busy]
-        heads = await self.hub.heads(list(self.last))
-        behind = [n for n in names if heads[n][0] > self.last.get(n, heads[n][0])]
-        if behind:
-            # A push was lost while the link looked fine; heal it before the pong
-            # so the client hears of it only if healing failed.
-            await self.hub.catch_up(behind)
-            for name in behind:
-                if name in self.last and name not in self._busy and self.last[name] < heads[name][0]:
-                    # Inline, not a task: the pong must not overtake the healing.
-                    self._hold(name)
-                    await self._catch_up(name, replay=True)
-        return {
-            "streams": {n: seq for n, (seq, _) in heads.items()},
-            # Lets a client that joined an empty stream (epoch "") learn it.
-            "epochs": {n: epoch for n, (_, epoch) in heads.items() if epoch},
-        }
-
-    async def _on_subscribe(self, command):
-        await self._subscribe_many(command.positions, command.epochs)
-
-    async def _on_unsubscribe(self, command):
-        name = command.stream
-        if self.last.pop(name, None) is not None:
-            self._settle(name)
-            self._overflowed.discard(name)
-            if self.user is not None and self.user.is_authenticated and name == user_stream(self.user):
-                self._control = name  # stay reachable by disconnect_user()
-            else:
-                self.hub.unsubscribe(self, name)
-        await self.send_text(envelope.control("unsubscribed", {"stream": name}, stream=name))
-
-    async def _on_resume(self, command):
-        fresh = {n: s for n, s in command.positions.items() if n not in self.last}
-        if fresh:
-            await self._subscribe_many(fresh, command.epochs)
-        joined = [n for n in command.positions if n in self.last and n not in fresh and n not in self._busy]
-        if not joined:
-            return
-        heads = await database_sync_to_async(store.heads)(joined)
-        for name in joined:
-            head, epoch = heads[name]
-            since, their_epoch = command.positions[name], command.epochs.get(name)
-            if since is None or name in self._busy or name not in self.last:
-                continue
-            if their_epoch and epoch and their_epoch != epoch:
-                await self._resync(name, head, epoch, "epoch")
-            elif since > head:
-                await self._resync(name, head, epoch, "ahead")
-            else:
-                # The client holds up to ``since``; anything later is re-sent and
-                # the client drops what it already has.
-                self.last[name] = since
-                if since < head:
-                    self._hold(name)
-                    self._spawn_catch_up(name, replay=True)
-
-    async def _subscribe_many(self, positions, epochs):
-        names = []
-        for name in positions:
-            if name in self.last:
-                await self.send_text(
-                    envelope.control("subscribed", {"stream": name, "seq": self.last[name]}, stream=name)
-                )
-            elif len(self.last) + len(names) >= self.config["MAX_STREAMS_PER_CONNECTION"]:
-                await self._error("too_many_streams", "This connection has joined too many streams.", stream=name)
-            elif not await authorize(self.user, name):
-                await self._error("forbidden", f"You may not read stream {name!r}.", stream=name)
-            else:
-                names.append(name)
-        if not names or self._closing:
-            return
-        starts, known, heads, resyncs = await self._join(names, positions, epochs)
-        for name in names:
-            await self.send_text(
-                envelope.control(
-                    "subscribed",
-                    {"stream": name, "seq": starts[name], "epoch": known[name]},
-                    stream=name,
-                )
-            )
-        await self._start(names, starts, heads, resyncs)
-
-    # Output ----------------------------------------------------------------
-
     async def _error(self, code, message, **extra):
         await self.send_text(envelope.control("error", {"code": code, "message": message, **extra}))
-
-
-#: Seconds between two log lines about the same outage (every socket meets it).
-OUTAGE_LOG_INTERVAL = 60.0
-_logged_at = {}
-
-
-def _first_in_a_while(what):
-    """True at most once per :data:`OUTAGE_LOG_INTERVAL` for ``what``, in this process."""
-    now = time.monotonic()
-    if now - _logged_at.get(what, -OUTAGE_LOG_INTERVAL) < OUTAGE_LOG_INTERVAL:
-        return False
-    _logged_at[what] = now
-    return True
 
 
 def _innermost_send(send):

@@ -180,18 +180,27 @@ def build(type_, stream, seq, payload_json, *, id="", ts=None):
     )
 
 
-def check_size(text, limit):
-    """Raise :class:`MessageTooLarge` if ``text`` is over ``limit`` bytes of UTF-8."""
+#: The widest seq, id and timestamp an envelope can carry, for :func:`check_size`.
+_WIDEST = build("", "", 10**18, "", id="0" * 32, ts="2000-01-01T00:00:00.000Z")
+
+
+def check_size(type_, stream, payload_json, limit):
+    """Raise :class:`MessageTooLarge` if the envelope of ``payload_json`` can exceed ``limit`` bytes of UTF-8.
+
+    Computed from the parts, without building the envelope: type and stream
+    names are ASCII; seq, id and timestamp are counted at their widest.
+    """
     # Cheap bound first: a str of n code points is at most 4n bytes of UTF-8.
-    if len(text) * 4 > limit:
-        size = len(text.encode("utf-8"))
-        if size > limit:
-            raise MessageTooLarge(
-                f"The encoded message is {size} bytes; the limit is {limit} "
-                '(settings.REALTIME["MAX_MESSAGE_SIZE"]). Send an id and let the '
-                "client fetch the rest.",
-            )
-    return text
+    fixed = len(_WIDEST) + len(type_) + len(stream)
+    if fixed + len(payload_json) * 4 <= limit:
+        return
+    size = fixed + len(payload_json.encode("utf-8"))
+    if size > limit:
+        raise MessageTooLarge(
+            f"The encoded message is {size} bytes; the limit is {limit} "
+            '(settings.REALTIME["MAX_MESSAGE_SIZE"]). Send an id and let the '
+            "client fetch the rest.",
+        )
 
 
 def control(type_, payload=None, stream=""):

@@ -18,19 +18,14 @@ import time
 import weakref
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 
+from . import layer as layer_messages
 from . import store
 from .conf import setting
 from .outbound import Outgoing
 from .streams import group_name
 
 logger = logging.getLogger("realtime")
-
-MESSAGE_TYPE = "realtime.message"
-RESET_TYPE = "realtime.reset"
-REVOKE_TYPE = "realtime.revoke"
-RECHECK_TYPE = "realtime.recheck"
 
 #: Group memberships are re-asserted this often: a Redis restart or failover
 #: forgets them, and channels-redis expires them after ``group_expiry``.
@@ -42,12 +37,6 @@ HEADS_TTL = 0.5
 HEADS_BATCH_WINDOW = 0.02
 
 _hubs = weakref.WeakKeyDictionary()
-_running = 0
-
-
-def serving():
-    """True if a hub is running in this process (so an in-process layer reaches clients)."""
-    return _running > 0
 
 
 def get_hub():
@@ -55,7 +44,7 @@ def get_hub():
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:
-        hub = _hubs[loop] = Hub(get_channel_layer(setting("CHANNEL_LAYER")))
+        hub = _hubs[loop] = Hub(layer_messages.get_layer())
     return hub
 
 
@@ -148,20 +137,18 @@ class Hub:
             self._leave_task = None
 
     async def _start(self):
-        global _running
         if self._task is not None:
             return
         if self.layer is not None:
             self.channel = await self.layer.new_channel(prefix="realtime-hub.")
         self._task = asyncio.create_task(self._run(), name="realtime-hub")
-        _running += 1
+        layer_messages.hub_started(self)
 
     async def _stop(self):
-        global _running
         task, self._task = self._task, None
         if task is None:
             return
-        _running -= 1
+        layer_messages.hub_stopped(self)
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle = None
@@ -234,18 +221,18 @@ class Hub:
 
     async def handle(self, message):
         """Fan one layer message out to local subscribers, filling any gap first."""
-        if message.get("type") == RESET_TYPE:
+        if message.get("type") == layer_messages.RESET:
             await self._reset(message.get("stream"), message.get("epoch"))
             return
-        if message.get("type") == REVOKE_TYPE:
+        if message.get("type") == layer_messages.REVOKE:
             for consumer in tuple(self.subscribers.get(message.get("stream"), ())):
                 await consumer.revoke(message.get("user"), message.get("code"))
             return
-        if message.get("type") == RECHECK_TYPE:
+        if message.get("type") == layer_messages.RECHECK:
             for consumer in tuple(self.subscribers.get(message.get("stream"), ())):
                 consumer.recheck(message.get("user"))
             return
-        if message.get("type") != MESSAGE_TYPE:
+        if message.get("type") != layer_messages.MESSAGE:
             # Channels' own consumers raise here and close every socket in the
             # group; an unexpected message must cost one log line, not the sockets.
             logger.warning("realtime: ignoring layer message of type %r", message.get("type"))

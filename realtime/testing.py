@@ -8,7 +8,6 @@ consumer in-process with :class:`channels.testing.WebsocketCommunicator`.
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
-from unittest import mock
 
 from django.test import TestCase
 
@@ -59,14 +58,13 @@ def capture_notifications(*, forward=False, using=None):
             order.ship()
         assert [(n.stream, n.type) for n in sent] == [("user:7", "order.shipped")]
     """
-    from . import api, hub
+    from . import layer
 
     captured = CapturedNotifications()
-    original = api._push_layer
 
-    def record(messages, streams, **options):
+    def record(messages):
         for message in messages:
-            if message.get("type") == hub.MESSAGE_TYPE:
+            if message["type"] == layer.MESSAGE:
                 frame = json.loads(message["text"])
                 captured.append(
                     Notification(
@@ -78,12 +76,10 @@ def capture_notifications(*, forward=False, using=None):
                         envelope=frame,
                     )
                 )
-            elif message.get("type") == hub.REVOKE_TYPE:
+            elif message["type"] == layer.REVOKE:
                 captured.revoked.append(message["user"])
-        if forward:
-            original(messages, streams, **options)
 
-    with mock.patch.object(api, "_push_layer", record):
+    with layer.tap(record, forward=forward):
         with TestCase.captureOnCommitCallbacks(using=using or _db_alias(), execute=True):
             yield captured
 

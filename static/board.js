@@ -12,10 +12,13 @@
  *
  * The client is started by `{% realtime_client global=True autoconnect=False %}`:
  * "board" is subscribed before the first connect, so `welcome` already says
- * where the server starts sending it.
+ * where the server starts sending it. Its words come from Django's JavaScript
+ * catalog (`jsi18n/`), loaded before it.
  */
 
 import { showConnection } from "./connection.js";
+
+const { gettext } = window;
 
 const STREAM = "board";
 const STATUSES = ["todo", "doing", "done"];
@@ -144,7 +147,7 @@ async function reload() {
   for (const message of pending) onMessage(message);
   updateCounts();
   if (failed) {
-    say("Could not reload the board; retrying…");
+    say(gettext("Could not reload the board; retrying…"));
     setTimeout(reload, 3000);
   }
 }
@@ -173,17 +176,17 @@ async function post(url, fields) {
       credentials: "same-origin",
     });
     if (response.status === 404) {
-      say("That task was deleted meanwhile.");
+      say(gettext("That task was deleted meanwhile."));
       return null;
     }
     const result = await response.json();
     if (!response.ok) {
-      say(Object.values(result.errors || {}).flat().join(" ") || "That did not work.");
+      say(Object.values(result.errors || {}).flat().join(" ") || gettext("That did not work."));
       return null;
     }
     return result;
   } catch (error) {
-    say("Could not reach the server; try again.");
+    say(gettext("Could not reach the server; try again."));
     return null;
   }
 }
@@ -194,7 +197,7 @@ form.addEventListener("submit", async (event) => {
   event.preventDefault();
   const title = form.elements.title.value.trim();
   if (!title) {
-    titleError.textContent = "Give the task a title.";
+    titleError.textContent = gettext("Give the task a title.");
     return;
   }
   titleError.textContent = "";
@@ -209,7 +212,7 @@ function rename(node) {
   input.maxLength = 200;
   input.className = "task-rename";
   input.value = title.textContent;
-  input.setAttribute("aria-label", "New title");
+  input.setAttribute("aria-label", gettext("New title"));
   title.hidden = true;
   title.after(input);
   input.focus();

@@ -1,13 +1,18 @@
 /**
  * The connection badge of the demo pages' top bar: shows the client's state,
  * counts down to the next retry, and reconnects when clicked while offline.
+ *
+ * Its words come from Django's JavaScript catalog (`jsi18n/`), which the page
+ * loads before this module.
  */
 
+const { gettext, interpolate } = window;
+
 const LABELS = {
-  idle: "Not connected",
-  connecting: "Connecting…",
-  open: "Live",
-  closed: "Offline · reconnect",
+  idle: gettext("Not connected"),
+  connecting: gettext("Connecting…"),
+  open: gettext("Live"),
+  closed: gettext("Offline · reconnect"),
 };
 
 /**
@@ -30,7 +35,7 @@ export function showConnection(client, badge) {
     }
     const tick = () => {
       const seconds = Math.max(0, Math.ceil(((client.retryAt ?? Date.now()) - Date.now()) / 1000));
-      label.textContent = `Reconnecting in ${seconds} s`;
+      label.textContent = interpolate(gettext("Reconnecting in %(seconds)s s"), { seconds }, true);
     };
     tick();
     countdown = setInterval(tick, 250);

@@ -5,6 +5,7 @@ import uuid
 import pytest
 from channels.layers import channel_layers
 
+from tests.channels_client import connect, make_user  # noqa: F401  (fixtures)
 from tests.procs import DaphneServer, RedisServer
 
 

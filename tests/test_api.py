@@ -19,7 +19,7 @@ from realtime import (
     positions,
     reset_stream,
 )
-from realtime import api, hub
+from realtime import api, layer
 from realtime.models import Message
 from realtime.streams import group_name
 
@@ -130,8 +130,8 @@ def test_layer_outage_is_logged_and_the_message_kept(settings, caplog):
 
 
 def test_in_memory_layer_without_a_server_says_so(caplog, monkeypatch):
-    monkeypatch.setattr(api, "_warned", set())  # it warns once per process
-    assert not hub.serving()
+    monkeypatch.setattr(layer, "_warned", set())  # it warns once per process
+    assert not layer.serving()
     with caplog.at_level(logging.WARNING, logger="realtime"):
         notify("orders", "created")
     assert "InMemoryChannelLayer only reaches WebSocket clients served by this same process" in caplog.text
@@ -205,3 +205,17 @@ def test_positions_are_what_a_client_resumes_from():
     assert set(result["epochs"]) == {"orders"}
     with pytest.raises(StreamNameError):
         positions(["bad name"])
+
+
+def test_a_layer_that_cannot_be_imported_is_refused_before_anything_is_stored(settings, monkeypatch):
+    import sys
+
+    from realtime import RealtimeConfigError
+
+    monkeypatch.setitem(sys.modules, "channels_redis", None)  # channels-redis not installed
+    monkeypatch.setitem(sys.modules, "channels_redis.core", None)
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer"}}
+    with pytest.raises(RealtimeConfigError, match=r'pip install "django-realtime-notify\[redis\]"'):
+        notify("orders", "created")
+    # A caller that retries cannot publish twice: nothing was stored.
+    assert not Message.objects.exists()

@@ -1,4 +1,4 @@
-"""System checks added for issue #4 (realtime.E003, E004, W004-W007), compared as exact objects."""
+"""realtime's system checks, compared as exact objects."""
 
 import pytest
 from channels.auth import AuthMiddlewareStack
@@ -11,7 +11,7 @@ from django.urls import include, path
 from realtime import checks
 from realtime.routing import not_found_urlpatterns, websocket_urlpatterns
 
-MINE = {"realtime.E003", "realtime.E004", "realtime.W004", "realtime.W005", "realtime.W006", "realtime.W007", "realtime.W008"}
+MINE = {f"realtime.E00{n}" for n in range(1, 6)} | {f"realtime.W00{n}" for n in range(1, 10)}
 
 
 class OtherConsumer(AsyncWebsocketConsumer):
@@ -58,7 +58,8 @@ def e003(path):
     return Error(E003.msg.format(path), hint=E003.hint, id=E003.id)
 
 
-def test_project_settings_raise_none_of_these():
+def test_project_settings_raise_none_of_these(settings):
+    settings.DEBUG = True  # as the demo runs (pytest-django turns it off)
     assert [m for m in run_checks() if m.id in MINE] == []
 
 
@@ -192,3 +193,120 @@ def test_daphne_with_frame_limits(monkeypatch, version):
 
     monkeypatch.setattr(daphne, "__version__", version)
     assert checks.check_daphne_version() == []
+
+
+def test_invalid_settings_name_the_key(settings):
+    settings.REALTIME = {"HEARTBEAT_INTERVAL": 0}
+    assert checks.check_settings() == [
+        Error(
+            'settings.REALTIME["HEARTBEAT_INTERVAL"] must be a positive number, got 0.',
+            hint="See docs/settings.md for every key.",
+            id="realtime.E001",
+        )
+    ]
+
+
+def test_no_asgi_application(settings):
+    settings.ASGI_APPLICATION = None
+    assert Error(
+        "ASGI_APPLICATION is not set, so no server can route WebSockets to realtime.",
+        hint="Set ASGI_APPLICATION = 'yourproject.asgi.application' and route "
+        "realtime.routing.websocket_urlpatterns there.",
+        id="realtime.E002",
+    ) in checks.check_settings()
+
+
+def test_layer_alias_missing(settings):
+    settings.CHANNEL_LAYERS = {}
+    assert checks.check_settings() == [
+        Warning(
+            "CHANNEL_LAYERS has no 'default' layer: messages reach clients only on their next heartbeat, not live.",
+            hint="Configure channels_redis.core.RedisChannelLayer (or the in-memory layer for a one-process "
+            "development server).",
+            id="realtime.W001",
+        )
+    ]
+
+
+def test_in_memory_layer_in_production(settings):
+    settings.DEBUG = False
+    assert [m.id for m in checks.check_settings()] == ["realtime.W002"]
+    settings.DEBUG = True
+    assert checks.check_settings() == []
+
+
+def redis_layer(host):
+    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [host]}}}
+
+
+def test_redis_layer_without_socket_timeout(settings):
+    settings.CHANNEL_LAYERS = redis_layer("redis://127.0.0.1:6379/0")
+    assert [m.id for m in checks.check_settings()] == ["realtime.W003"]
+    settings.CHANNEL_LAYERS = redis_layer({"address": "redis://127.0.0.1:6379/0", "socket_timeout": None})
+    assert checks.check_settings() == []
+
+
+@pytest.mark.parametrize(
+    "backend, hint",
+    [
+        ("channels_redis.core.RedisChannelLayer", 'pip install "django-realtime-notify[redis]"'),
+        ("mylayers.Typo", "Install the package that provides it"),
+    ],
+)
+def test_layer_backend_that_cannot_be_imported(settings, monkeypatch, backend, hint):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "channels_redis", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "channels_redis.core", None)
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": backend}}
+    [error] = checks.check_settings()
+    assert error.id == "realtime.E005" and repr(backend) in error.msg and hint in error.hint
+
+
+ASGI_WRONG = """\
+import os
+
+from channels.routing import ProtocolTypeRouter, URLRouter
+from django.core.asgi import get_asgi_application
+from realtime.routing import websocket_urlpatterns
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+application = ProtocolTypeRouter({"http": get_asgi_application(), "websocket": URLRouter(websocket_urlpatterns)})
+"""
+
+ASGI_RIGHT = """\
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from realtime.routing import websocket_urlpatterns  # noqa: E402
+"""
+
+
+@pytest.mark.parametrize("source, found", [(ASGI_WRONG, True), (ASGI_RIGHT, False)])
+def test_asgi_that_imports_the_routes_before_setting_django_up(settings, tmp_path, monkeypatch, source, found):
+    name = f"ordercheck_{found}".lower()  # find_spec caches the package by name
+    package = tmp_path / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "asgi.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings.ASGI_APPLICATION = f"{name}.asgi.application"
+    expected = [
+        Warning(
+            f"{package / 'asgi.py'} imports realtime.routing (line 5) before get_asgi_application() runs: "
+            "daphne will fail to load it with AppRegistryNotReady or ImproperlyConfigured.",
+            hint="Call get_asgi_application() first, then import channels.auth and realtime.routing "
+            "(see the asgi.py in the README).",
+            id="realtime.W009",
+        )
+    ]
+    assert checks.check_asgi_import_order() == (expected if found else [])
+
+
+def test_the_demos_asgi_is_in_order():
+    assert checks.check_asgi_import_order() == []

@@ -126,11 +126,16 @@ def test_build_wraps_the_encoded_payload_once():
     assert json.loads(build("t", "s", None, "{}"))["seq"] is None
 
 
-def test_size_limit_counts_utf8_bytes():
-    text = "é" * 40  # 80 bytes of UTF-8
-    assert check_size(text, 80) == text
-    with pytest.raises(MessageTooLarge, match="81|80 bytes"):
-        check_size(text + "é", 81)
+@given(st.text(max_size=60), st.integers(min_value=100, max_value=400))
+def test_size_limit_is_the_widest_envelopes_utf8_bytes(text, limit):
+    payload_json = encode_payload({"t": text})
+    widest = build("order.shipped", "orders", 10**18, payload_json, id="f" * 32, ts="2026-11-26T03:09:21.953Z")
+    too_big = len(widest.encode("utf-8")) > limit
+    if too_big:
+        with pytest.raises(MessageTooLarge, match=f"the limit is {limit}"):
+            check_size("order.shipped", "orders", payload_json, limit)
+    else:
+        check_size("order.shipped", "orders", payload_json, limit)
 
 
 @given(st.text())

@@ -117,11 +117,25 @@ def test_concurrent_processes_get_exactly_1_to_n(settings):
     assert seqs("multi") == list(range(1, 201))
 
 
-def test_multi_target_publish_is_one_transaction():
+def test_multi_target_publish_is_one_transaction(monkeypatch):
     results = notify(["b", "a", "b"], "t", {"x": 1})
     assert [r.stream for r in results] == ["b", "a"]
     assert all(r.seq == 1 for r in results)
     assert seqs("a") == [1] and seqs("b") == [1]
+
+    # Streams are appended in name order; make the second one fail.
+    real_append = store.append
+
+    def append(name, *args, **kwargs):
+        if name == "b":
+            raise RuntimeError("the database went away half-way")
+        return real_append(name, *args, **kwargs)
+
+    monkeypatch.setattr(store, "append", append)
+    with pytest.raises(RuntimeError):
+        notify(["a", "b"], "t", {"x": 2})
+    # All or nothing: "a" kept neither the message nor the seq.
+    assert seqs("a") == [1] and store.heads(["a"])["a"][0] == 1
 
 
 def test_heads_reports_unknown_streams_as_zero():

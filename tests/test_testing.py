@@ -7,7 +7,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from realtime import api, notify
+from realtime import layer, notify
 from realtime.api import disconnect_user
 from realtime.testing import Notification, capture_notifications, connect
 
@@ -42,26 +42,35 @@ def test_capture_records_what_notify_pushes():
 
 
 @pytest.mark.django_db
-def test_capture_skips_rolled_back_and_restores_the_push_point():
-    original = api._push_layer
+def test_capture_skips_rolled_back_and_removes_its_tap():
     with capture_notifications() as sent:
-        assert api._push_layer is not original
+        assert layer._taps
         with pytest.raises(ZeroDivisionError):
             with transaction.atomic():
                 notify("orders", "lost")
                 1 / 0
         notify("orders", "kept")
-    assert api._push_layer is original
+    assert layer._taps == []
     assert [(n.type, n.seq) for n in sent] == [("kept", 1)]
 
 
 @pytest.mark.django_db
-def test_forward_also_sends_to_the_layer(monkeypatch):
+def test_forward_also_sends_to_the_layer():
     forwarded = []
-    monkeypatch.setattr(api, "_push_layer", lambda messages, streams: forwarded.append(streams))
-    with capture_notifications(forward=True) as sent:
+    with layer.tap(forwarded.append, forward=False):  # stands for the channel layer
+        with capture_notifications(forward=True) as sent:
+            notify("orders", "x")
+    assert len(sent) == 1 and [m["stream"] for batch in forwarded for m in batch] == ["orders"]
+
+
+@pytest.mark.django_db
+def test_without_forward_nothing_reaches_the_layer(monkeypatch):
+    sends = []
+    monkeypatch.setattr(layer.sender, "run", lambda *args: sends.append(args))
+    monkeypatch.setattr(layer, "serving", lambda: True)
+    with capture_notifications() as sent:
         notify("orders", "x")
-    assert len(sent) == 1 and forwarded == [["orders"]]
+    assert len(sent) == 1 and sends == []
 
 
 @pytest.mark.django_db(transaction=True)

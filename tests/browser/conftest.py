@@ -142,8 +142,10 @@ def open_page(browser, user):
         context.add_init_script(FRAME_RECORDER)
         page = context.new_page()
         page.console_errors = []
+        page.console_warnings = []
         page.page_errors = []
         page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
+        page.on("console", lambda msg: msg.type == "warning" and page.console_warnings.append(msg.text))
         page.on("pageerror", lambda error: page.page_errors.append(str(error)))
         url = path + ("?" + urlencode(query) if query else "")
         page.goto(url)

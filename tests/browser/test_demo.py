@@ -74,3 +74,66 @@ def test_countdown_badge_while_waiting(live, open_page):
     server.kill()
     page.wait_for_selector("#connection[data-state=waiting]")
     assert page.locator("#connection").inner_text().startswith("Reconnecting in ")
+
+
+def shown(page, selector):
+    """``(title, body, level, href)`` of each feed item or toast, newest first."""
+    return page.eval_on_selector_all(
+        selector,
+        """(nodes) => nodes.map((node) => {
+             const title = node.querySelector(".notice-title, .toast-title");
+             const body = node.querySelector(".notice-body, .toast-body");
+             const level = [...node.classList].find((name) => name.startsWith("level-")).slice(6);
+             return [title.textContent, body.textContent, level, title.getAttribute("href")];
+           })""",
+    )
+
+
+def test_every_documented_payload_shape_renders(live, open_page, user, worker, redis_layer_settings):
+    """The shapes in README, docs/commands.md and docs/admin-notices.md, and what to do with the rest."""
+    from django.core.management import call_command
+
+    from realtime import notices
+    from realtime.models import Notice
+
+    server = live()
+    page = open_page(server, path="/")
+    page.wait_for_selector("#connection[data-state=open]")
+
+    # docs/commands.md: `realtime_notify --broadcast --text "Deploying in 5 minutes"` sends {"text": ...}.
+    worker(call_command, "realtime_notify", "--broadcast", "--text", "Deploying in 5 minutes")
+    # README: title and level, no body.
+    worker(realtime.notify, "broadcast", "notice", {"title": "Deploy at 18:00", "level": "warning"})
+    # docs/admin-notices.md: {id, title, body, level, link}.
+    notice = worker(
+        Notice.objects.create, title="Maintenance at 22:00", body="Expect a minute of read-only mode.",
+        level="error", link="/status/",
+    )
+    worker(notices.send, notice)
+    # docs/publishing.md: any JSON object; title and text together, an unknown level, a link a browser would run.
+    worker(
+        realtime.notify, "broadcast", "notice",
+        {"title": "Build 881", "text": "passed on main", "level": "critical", "link": "javascript:alert(1)"},
+    )
+    worker(realtime.notify, "broadcast", "notice", {"order": 17})
+
+    wait_until(page, "document.querySelectorAll('#feed li').length === 5")
+    origin = server.url.rstrip("/")
+    assert shown(page, "#feed .notice") == [
+        ["Notice", "", "info", None],
+        ["Build 881", "passed on main", "info", None],
+        ["Maintenance at 22:00", "Expect a minute of read-only mode.", "error", f"{origin}/status/"],
+        ["Deploy at 18:00", "", "warning", None],
+        ["Deploying in 5 minutes", "", "info", None],
+    ]
+    assert shown(page, "#toasts .toast") == shown(page, "#feed .notice")
+    assert page.locator("#feed-count").inner_text() == "5 received"
+    # The level is the colour of the feed's dot and the toast's stripe; an error toast is an alert.
+    colours = page.eval_on_selector_all(
+        "#feed .notice-dot", "(dots) => dots.map((dot) => getComputedStyle(dot).backgroundColor)"
+    )
+    info, warning, error = "rgb(59, 130, 246)", "rgb(217, 119, 6)", "rgb(220, 38, 38)"
+    assert colours == [info, info, error, warning, info]
+    assert page.locator(".toast.level-error").get_attribute("role") == "alert"
+    assert page.locator("#feed .notice-body:visible").count() == 2
+    assert page.page_errors == []

@@ -31,6 +31,8 @@ def test_subscribe_resume_and_unsubscribe(live, open_page, publish):
     assert page.evaluate("orders") == [1, 2]
     assert {"kind": "server", "code": "forbidden", "event": None} in page.evaluate("rec.errors")
     assert "secret" not in page.evaluate("realtime.positions.streams")
+    # The developer sees why in the console, without listening for "error".
+    assert any("forbidden" in line and "AUTHORIZE" in line for line in page.console_warnings)
 
     page.evaluate("realtime.unsubscribe('orders')")
     wait_until(page, "__frames.some((f) => f.dir === 'in' && f.data.includes('\"unsubscribed\"'))")

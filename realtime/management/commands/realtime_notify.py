@@ -1,12 +1,12 @@
 import json
 
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels.layers import InMemoryChannelLayer
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from realtime import hub
+from realtime import layer
 from realtime.api import notify
 from realtime.conf import setting
 from realtime.exceptions import RealtimeError
@@ -109,8 +109,8 @@ class Command(BaseCommand):
         return payload
 
     def _can_push_live(self):
-        layer = get_channel_layer(setting("CHANNEL_LAYER"))
-        return layer is not None and not (isinstance(layer, InMemoryChannelLayer) and not hub.serving())
+        configured = layer.get_layer()
+        return configured is not None and not (isinstance(configured, InMemoryChannelLayer) and not layer.serving())
 
     def _no_layer_message(self, stored):
         first = (

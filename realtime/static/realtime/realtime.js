@@ -740,6 +740,11 @@ export class RealtimeClient {
         this._emit("resync", payload);
         break;
       case "error":
+        // Where a developer looks first: a refused stream is otherwise silent.
+        console.warn(
+          `realtime: the server answered ${payload.code}: ${payload.message}` +
+            (payload.code === "forbidden" ? ' (streams beyond the defaults need REALTIME["AUTHORIZE"] to allow them)' : ""),
+        );
         if ((payload.code === "forbidden" || payload.code === "too_many_streams") && payload.stream) {
           // The server will not serve it: stop asking on every reconnect.
           this._subscriptions.delete(payload.stream);

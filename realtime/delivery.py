@@ -1,0 +1,160 @@
+"""Where one socket stands in each of its streams, and what to do with the next message.
+
+No I/O: the consumer (:mod:`realtime.consumers`) asks, then reads the log or
+writes to the socket as told. Per stream it keeps ``last``, the seq of the last
+message written to this socket (the client has everything up to it, or is
+about to). While a stream catches up from the log it is *held*: live messages
+for it wait in a queue, in order, so the client sees every seq once, in
+order, whatever the channel layer does.
+"""
+
+from enum import Enum
+
+
+class Live(Enum):
+    """What :meth:`Delivery.live` decided for a live message."""
+
+    DROP = "drop"  # not joined, a duplicate, or ephemeral while held
+    SEND = "send"  # next in line: write it (``last`` has advanced)
+    HELD = "held"  # queued behind a catch-up already running
+    GAP = "gap"  # ahead of ``last``: queued; the missing range must be read from the log
+
+
+def start_position(since, their_epoch, head, epoch):
+    """Where a stream starts for a client that holds ``since`` (None: wants new messages only).
+
+    Returns ``(start, reason)``: the seq after which the client gets every
+    message, and why it cannot resume where it asked (``"epoch"``: the history
+    was reset; ``"ahead"``: it claims more than exists) or None.
+    """
+    if since is None:
+        return head, None
+    if their_epoch and epoch and their_epoch != epoch:
+        return head, "epoch"
+    if since > head:
+        return head, "ahead"
+    return since, None
+
+
+class Delivery:
+    """The positions and queues of one socket's streams.
+
+    ``limit`` bounds the bytes of live messages queued per stream: beyond it
+    they are dropped and the stream is marked to be read further from the log
+    (everything persisted is there), so a long replay cannot make live traffic
+    pile up in memory.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.last = {}
+        self._held = set()
+        self._queued = {}
+        self._queued_bytes = {}
+        self._overflowed = set()
+
+    def __contains__(self, stream):
+        return stream in self.last
+
+    @property
+    def streams(self):
+        """Names of the joined streams, in joining order."""
+        return list(self.last)
+
+    def is_held(self, stream):
+        return stream in self._held
+
+    def join(self, stream):
+        """Join ``stream``, held until its start is known (see :meth:`hold`)."""
+        self.last[stream] = -1
+        self.hold(stream)
+
+    def leave(self, stream):
+        """Forget ``stream``; True if it was joined."""
+        joined = self.last.pop(stream, None) is not None
+        self.release(stream)
+        self._overflowed.discard(stream)
+        return joined
+
+    def clear(self):
+        for stream in self.streams:
+            self.leave(stream)
+
+    def hold(self, stream):
+        """Make live messages of ``stream`` wait until :meth:`release`."""
+        self._held.add(stream)
+        self._queued[stream] = []
+        self._queued_bytes[stream] = 0
+
+    def release(self, stream):
+        """Let live messages of ``stream`` through again; drops what was queued."""
+        self._held.discard(stream)
+        self._queued.pop(stream, None)
+        self._queued_bytes.pop(stream, None)
+
+    def has_queued(self, stream):
+        return bool(self._queued.get(stream))
+
+    def live(self, stream, seq, text):
+        """Decide about a live message of ``stream`` (``seq`` None: ephemeral)."""
+        last = self.last.get(stream)
+        if last is None:
+            return Live.DROP
+        if stream in self._held:
+            if seq is None:
+                return Live.DROP
+            self._queue(stream, seq, text)
+            return Live.HELD
+        if seq is None:
+            return Live.SEND
+        if seq <= last:
+            return Live.DROP
+        if seq > last + 1:
+            self.hold(stream)
+            self._queue(stream, seq, text)
+            return Live.GAP
+        self.last[stream] = seq
+        return Live.SEND
+
+    def _queue(self, stream, seq, text):
+        size = len(text)
+        if self._queued_bytes[stream] + size > self.limit:
+            self._queued[stream] = []
+            self._queued_bytes[stream] = 0
+            self._overflowed.add(stream)
+            return
+        self._queued[stream].append((seq, text))
+        self._queued_bytes[stream] += size
+
+    def take_overflow(self, stream):
+        """True (once) if queued messages of ``stream`` were dropped: read further from the log."""
+        if stream in self._overflowed:
+            self._overflowed.discard(stream)
+            return True
+        return False
+
+    def overflowed(self, stream):
+        return stream in self._overflowed
+
+    def drain(self, stream):
+        """Take the queued messages that follow ``last``, in order, advancing ``last``.
+
+        Returns ``(texts, gap)``: ``gap`` is True when the queue skips a seq,
+        whose range must then be read from the log (the rest of the queue is
+        committed, so the log has it too).
+        """
+        queue = self._queued.get(stream) or []
+        self._queued[stream] = []
+        self._queued_bytes[stream] = 0
+        texts = []
+        for seq, text in sorted(queue):
+            last = self.last.get(stream)
+            if last is None:
+                return texts, False
+            if seq <= last:
+                continue
+            if seq > last + 1:
+                return texts, True
+            self.last[stream] = seq
+            texts.append(text)
+        return texts, False
