@@ -3,6 +3,7 @@ import shutil
 import uuid
 
 import pytest
+from django.contrib.auth.models import User
 from channels.layers import channel_layers
 
 from tests.channels_client import connect, make_user  # noqa: F401  (fixtures)
@@ -94,3 +95,20 @@ def daphne_factory(tmp_path, settings):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def people():
+    """An admin, two users and an inactive one."""
+    admin = User.objects.create_superuser("root", "root@example.com", "pw")
+    alice = User.objects.create_user("alice")
+    bob = User.objects.create_user("bob")
+    carol = User.objects.create_user("carol", is_active=False)
+    return admin, alice, bob, carol
+
+
+@pytest.fixture
+def admin(client, people):
+    """The test client, logged in as ``people``'s admin."""
+    client.force_login(people[0])
+    return client

@@ -1,7 +1,7 @@
 """Admin notices: the add form pushes to exactly the audience; "send again"; the admin pages."""
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 
 from realtime import notices
@@ -11,21 +11,6 @@ from realtime.testing import capture_notifications
 pytestmark = pytest.mark.django_db
 
 ADD = "/admin/realtime/notice/add/"
-
-
-@pytest.fixture
-def people():
-    admin = User.objects.create_superuser("root", "root@example.com", "pw")
-    alice = User.objects.create_user("alice")
-    bob = User.objects.create_user("bob")
-    carol = User.objects.create_user("carol", is_active=False)
-    return admin, alice, bob, carol
-
-
-@pytest.fixture
-def admin(client, people):
-    client.force_login(people[0])
-    return client
 
 
 def add(client, **fields):
@@ -147,48 +132,3 @@ def test_links_accepted(link):
 def test_links_refused(link):
     with pytest.raises(ValidationError):
         validate_link(link)
-
-
-def test_log_admin_pages_are_read_only_and_filterable(admin):
-    from realtime import notify
-
-    notify("orders", "order.shipped", {"n": 1})
-    changelist = admin.get("/admin/realtime/message/?type=order.shipped")
-    assert changelist.status_code == 200 and b"order.shipped" in changelist.content
-    assert admin.get("/admin/realtime/message/add/").status_code == 403
-    assert admin.get("/admin/realtime/stream/").status_code == 200
-
-
-def test_online_now_page(admin, people, settings):
-    import asyncio
-
-    from realtime import presence
-
-    settings.REALTIME = {}
-
-    class Conn:
-        connection_id = "c1"
-        user = people[1]
-        streams = ["broadcast", f"user:{people[1].pk}"]
-
-    asyncio.run(presence.connected(Conn()))
-    response = admin.get("/admin/realtime/stream/online/")
-    assert response.status_code == 200
-    page = response.content.decode()
-    assert "alice" in page and f"user:{people[1].pk}" in page and "bob" not in page
-    assert "this server process" in page  # the in-memory backend says it sees one process
-    assert b"/admin/realtime/stream/online/" in admin.get("/admin/realtime/stream/").content
-
-
-def test_online_now_page_survives_an_unreachable_presence_store(admin, settings):
-    settings.REALTIME = {
-        "PRESENCE": {"BACKEND": "realtime.presence.RedisPresence", "URL": "redis://127.0.0.1:1/0"}
-    }
-    response = admin.get("/admin/realtime/stream/online/")
-    assert response.status_code == 200
-    assert any("cannot be read" in str(m) for m in response.context["messages"])
-
-
-def test_online_now_page_needs_admin(client, people):
-    client.force_login(people[1])
-    assert client.get("/admin/realtime/stream/online/").status_code == 302
