@@ -29,7 +29,7 @@ from .conf import get_config
 from .delivery import Delivery, Live
 from .hub import get_hub
 from .inbound import ClientFrames, first_in_a_while
-from .outbound import output_for
+from .outbound import DaphneOutput, output_for
 from .protocol import (
     CLOSE_SERVER_ERROR,
     CLOSE_SLOW,
@@ -103,10 +103,9 @@ class RealtimeConsumer(ClientFrames, Replay, AsyncWebsocketConsumer):
         self._verifying = None
         send = _innermost_send(self.base_send)
         self._out = output_for(send, self.config["MAX_OUTBOUND_BUFFER"])
-        socket = getattr(self._out, "socket", None)
-        if socket is not None:
-            daphne.track(socket)
-            daphne.limit_inbound(socket, self.config["MAX_INBOUND_SIZE"])
+        if isinstance(self._out, DaphneOutput):
+            daphne.track(self._out.socket)
+            daphne.limit_inbound(self._out.socket, self.config["MAX_INBOUND_SIZE"])
         authenticated = self.user is not None and self.user.is_authenticated
         await self.accept()
         if not authenticated and not self.config["ALLOW_ANONYMOUS"]:

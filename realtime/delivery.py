@@ -39,10 +39,11 @@ def start_position(since, their_epoch, head, epoch):
 class Delivery:
     """The positions and queues of one socket's streams.
 
-    ``limit`` bounds the bytes of live messages queued per stream: beyond it
-    they are dropped and the stream is marked to be read further from the log
-    (everything persisted is there), so a long replay cannot make live traffic
-    pile up in memory.
+    ``limit`` bounds the bytes of live messages queued for all of the socket's
+    held streams together: past it, the queue of the stream being added to is
+    dropped and that stream marked to be read further from the log
+    (everything persisted is there), so replays, however many and however
+    long, cannot make live traffic pile up in memory.
     """
 
     def __init__(self, limit):
@@ -51,6 +52,7 @@ class Delivery:
         self._held = set()
         self._queued = {}
         self._queued_bytes = {}
+        self._queued_total = 0
         self._overflowed = set()
 
     def __contains__(self, stream):
@@ -83,14 +85,24 @@ class Delivery:
     def hold(self, stream):
         """Make live messages of ``stream`` wait until :meth:`release`."""
         self._held.add(stream)
-        self._queued[stream] = []
-        self._queued_bytes[stream] = 0
+        self._empty(stream)
 
     def release(self, stream):
         """Let live messages of ``stream`` through again; drops what was queued."""
         self._held.discard(stream)
+        self._empty(stream)
         self._queued.pop(stream, None)
         self._queued_bytes.pop(stream, None)
+
+    def _empty(self, stream):
+        self._queued_total -= self._queued_bytes.get(stream, 0)
+        self._queued[stream] = []
+        self._queued_bytes[stream] = 0
+
+    @property
+    def queued_bytes(self):
+        """Bytes of live messages waiting behind catch-ups, all streams together."""
+        return self._queued_total
 
     def has_queued(self, stream):
         return bool(self._queued.get(stream))
@@ -118,13 +130,13 @@ class Delivery:
 
     def _queue(self, stream, seq, text):
         size = len(text)
-        if self._queued_bytes[stream] + size > self.limit:
-            self._queued[stream] = []
-            self._queued_bytes[stream] = 0
+        if self._queued_total + size > self.limit:
+            self._empty(stream)
             self._overflowed.add(stream)
             return
         self._queued[stream].append((seq, text))
         self._queued_bytes[stream] += size
+        self._queued_total += size
 
     def take_overflow(self, stream):
         """True (once) if queued messages of ``stream`` were dropped: read further from the log."""
@@ -144,8 +156,7 @@ class Delivery:
         committed, so the log has it too).
         """
         queue = self._queued.get(stream) or []
-        self._queued[stream] = []
-        self._queued_bytes[stream] = 0
+        self._empty(stream)
         texts = []
         for seq, text in sorted(queue):
             last = self.last.get(stream)

@@ -61,7 +61,9 @@ class Hub:
         self.layer = layer
         self.channel = None
         self.subscribers = {}
-        self.last = {}
+        # The last seq this process fanned out per stream (a socket's own
+        # position is its Delivery's: they differ while it catches up).
+        self.fanned_out = {}
         self._membership = asyncio.Lock()
         self._fanout = asyncio.Lock()
         self._task = None
@@ -93,7 +95,7 @@ class Hub:
                         self._stale = True
                         self._start_rejoin()
                 heads = await database_sync_to_async(store.heads)([stream])
-                self.last[stream] = heads[stream][0]
+                self.fanned_out[stream] = heads[stream][0]
                 subs = self.subscribers[stream] = set()
             subs.add(consumer)
 
@@ -110,7 +112,7 @@ class Hub:
         if subs:
             return
         del self.subscribers[stream]
-        self.last.pop(stream, None)
+        self.fanned_out.pop(stream, None)
         self._heads.pop(stream, None)
         self._leaving.add(stream)
         if self._leave_task is None:
@@ -249,20 +251,20 @@ class Hub:
         self._schedule_sweep(stream)
         self._note(stream, seq)
         async with self._fanout:
-            last = self.last.get(stream)
+            last = self.fanned_out.get(stream)
             if last is None or seq <= last:
                 return
             if seq > last + 1:
                 await self._fill(stream, upto=seq - 1)
-            if seq == self.last.get(stream, seq) + 1:
-                self.last[stream] = seq
+            if seq == self.fanned_out.get(stream, seq) + 1:
+                self.fanned_out[stream] = seq
                 await self._fan_out(stream, seq, text)
 
     async def _reset(self, stream, epoch):
         if stream not in self.subscribers:
             return
         async with self._fanout:
-            self.last[stream] = 0
+            self.fanned_out[stream] = 0
             self._heads.pop(stream, None)
             for consumer in tuple(self.subscribers.get(stream, ())):
                 try:
@@ -281,18 +283,18 @@ class Hub:
     async def _fill(self, stream, upto=None):
         """Read what this process has not fanned out yet from the log and fan it out."""
         batch = setting("REPLAY_BATCH")
-        while stream in self.last:
-            last = self.last[stream]
+        while stream in self.fanned_out:
+            last = self.fanned_out[stream]
             limit = batch if upto is None else min(batch, upto - last)
             if limit <= 0:
                 return
             rows = await database_sync_to_async(store.read_after)(stream, last, limit)
             for seq, text in rows:
-                if stream not in self.last:
+                if stream not in self.fanned_out:
                     return
                 # A jump here means those seqs were pruned; each consumer notices
                 # the jump and sends its client a resync.
-                self.last[stream] = seq
+                self.fanned_out[stream] = seq
                 await self._fan_out(stream, seq, text)
             if len(rows) < limit:
                 return
@@ -320,7 +322,7 @@ class Hub:
         heads = await database_sync_to_async(store.heads)(streams)
         for stream in streams:
             self._note(stream, heads[stream][0], heads[stream][1])
-            if heads[stream][0] > self.last.get(stream, heads[stream][0]):
+            if heads[stream][0] > self.fanned_out.get(stream, heads[stream][0]):
                 async with self._fanout:
                     await self._fill(stream)
                 # The log was ahead of the layer: more may be in flight or lost.

@@ -102,7 +102,10 @@ class Replay:
         at a time, never the history.
         """
         limit = self.config["MAX_OUTBOUND_BUFFER"]
-        batch = min(self.config["REPLAY_BATCH"], 100)
+        # Until a batch shows how large this stream's messages are, assume the
+        # largest allowed: a first batch of 100 rows could otherwise hold
+        # 100 x MAX_MESSAGE_SIZE (6.4 MiB) per connection.
+        batch = max(1, min(self.config["REPLAY_BATCH"], (limit // 2) // self.config["MAX_MESSAGE_SIZE"]))
         last = self.delivery.last
         while stream in last and not self._closing:
             await self._out.drained(limit // 4)

@@ -3,6 +3,7 @@
 Fixtures ``connect`` and ``make_user`` (tests/conftest.py) use :class:`Client`.
 """
 
+import asyncio
 import json
 from urllib.parse import quote
 
@@ -87,6 +88,15 @@ async def store_only(stream, type_="t", payload=None):
             return store.append(stream, type_, encode_payload(payload or {}))
 
     return await sync_to_async(work)()
+
+
+async def eventually(condition, timeout=2.0):
+    """Wait until ``condition()`` is true (polling the loop), or fail after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
 
 
 def seqs(frames):

@@ -42,6 +42,15 @@ def test_trusted_proxies_become_networks(settings):
         ({"TRUSTED_PROXIES": "10.0.0.1"}, r'\["TRUSTED_PROXIES"\] must be a list'),
         ({"TRUSTED_PROXIES": ["proxy.internal"]}, r"'proxy.internal', which is not an IP address"),
         ({"PUBLISH_AUTH_FAILURE_LIMIT": 0}, r'\["PUBLISH_AUTH_FAILURE_LIMIT"\]'),
+        ({"NO_SUCH_KEY": 1}, r"Unknown key\(s\) in settings.REALTIME: NO_SUCH_KEY"),
+        ({"HEARTBEAT_INTERVAL": 0}, r'\["HEARTBEAT_INTERVAL"\] must be a positive number'),
+        ({"INBOUND_RATE": True}, r'\["INBOUND_RATE"\]'),
+        ({"MAX_INBOUND_SIZE": 1.5}, r'\["MAX_INBOUND_SIZE"\] must be a positive integer'),
+        ({"REPLAY_BATCH": 0}, r'\["REPLAY_BATCH"\]'),
+        ({"RETENTION_COUNT": 0}, r'\["RETENTION_COUNT"\] must be a positive integer or None'),
+        ({"PUBLISH_CACHE": ""}, r'\["PUBLISH_CACHE"\] must be a cache alias'),
+        ({"PRESENCE": {"TTL": 0}}, r'\["PRESENCE"\]\["TTL"\]'),
+        ({"PRESENCE": {"HOST": "x"}}, r"Unknown key\(s\) in settings.REALTIME\[\"PRESENCE\"\]: HOST"),
     ],
 )
 def test_invalid_limits_name_the_key(settings, value, message):
@@ -53,3 +62,9 @@ def test_invalid_limits_name_the_key(settings, value, message):
 def test_handshake_timeout_may_be_off(settings):
     settings.REALTIME = {"HANDSHAKE_TIMEOUT": None}
     assert get_config()["HANDSHAKE_TIMEOUT"] is None
+
+
+def test_realtime_must_be_a_dict(settings):
+    settings.REALTIME = ["HEARTBEAT_INTERVAL", 25]
+    with pytest.raises(RealtimeConfigError, match="settings.REALTIME must be a dict"):
+        get_config()

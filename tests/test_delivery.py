@@ -83,3 +83,17 @@ def test_leave_forgets_everything():
 )
 def test_start_position(since, their_epoch, head, epoch, expected):
     assert start_position(since, their_epoch, head, epoch) == expected
+
+
+def test_held_streams_share_one_budget():
+    """A socket replaying many streams at once cannot queue the limit once per stream."""
+    d = joined("a", "b", "c", limit=10)
+    assert d.live("a", 3, "x" * 6) is Live.GAP
+    assert d.live("b", 3, "y" * 6) is Live.GAP  # 12 bytes in all: b's queue goes
+    assert d.queued_bytes == 6 and d.take_overflow("b") and not d.overflowed("a")
+    assert d.live("c", 3, "z" * 4) is Live.GAP
+    assert d.queued_bytes == 10
+    d.release("a")
+    assert d.queued_bytes == 4
+    d.last["c"] = 2
+    assert d.drain("c") == (["z" * 4], False) and d.queued_bytes == 0

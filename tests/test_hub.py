@@ -13,7 +13,7 @@ from channels.layers import get_channel_layer
 from realtime import anotify, layer, store
 from realtime.hub import Hub
 from realtime.streams import group_name
-from tests.channels_client import store_only
+from tests.channels_client import eventually, store_only
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,7 +40,7 @@ class Recorder:
         self.rechecked.append(user_pk)
 
 
-async def group_members(hub, stream):
+def group_members(hub, stream):
     return [channel for channel in hub.layer.groups.get(group_name(stream), {}) if channel == hub.channel]
 
 
@@ -114,69 +114,67 @@ async def test_concurrent_pings_share_one_heads_query(connect, make_user, monkey
     assert len(calls) <= 2 and sum(calls) == 13
 
 
-async def test_one_broken_subscriber_does_not_stop_the_fan_out():
+@pytest.fixture
+async def hub():
+    """A hub on the in-memory layer; whatever a test left subscribed leaves at the end."""
     hub = Hub(get_channel_layer())
-    broken, fine = Recorder(fail=True), Recorder()
-    await hub.subscribe(broken, "orders")
-    await hub.subscribe(fine, "orders")
+    yield hub
+    for stream, subscribers in list(hub.subscribers.items()):
+        for subscriber in list(subscribers):
+            hub.unsubscribe(subscriber, stream)
+    await eventually(lambda: hub._leave_task is None)
+
+
+async def subscribed(hub, stream, **options):
+    recorder = Recorder(**options)
+    await hub.subscribe(recorder, stream)
+    return recorder
+
+
+async def test_one_broken_subscriber_does_not_stop_the_fan_out(hub):
+    await subscribed(hub, "orders", fail=True)
+    fine = await subscribed(hub, "orders")
     published = await anotify("orders", "t")
     await hub.handle(layer.message(published))
     assert fine.pushed == [("orders", published.seq, published.text)]
-    hub.unsubscribe(broken, "orders")
-    hub.unsubscribe(fine, "orders")
 
 
-async def test_the_last_subscriber_out_leaves_the_group_and_stops_the_hub():
-    hub = Hub(get_channel_layer())
-    first, second = Recorder(), Recorder()
-    await hub.subscribe(first, "orders")
-    await hub.subscribe(second, "orders")
-    assert await group_members(hub, "orders")
+async def test_the_last_subscriber_out_leaves_the_group_and_stops_the_hub(hub):
+    first, second = await subscribed(hub, "orders"), await subscribed(hub, "orders")
+    assert group_members(hub, "orders")
     hub.unsubscribe(first, "orders")  # synchronous: a cancelled connection still lets go
-    await asyncio.sleep(0.05)
-    assert await group_members(hub, "orders") and hub.subscribers["orders"] == {second}
+    await eventually(lambda: hub._leave_task is None)
+    assert group_members(hub, "orders") and hub.subscribers["orders"] == {second}
     hub.unsubscribe(second, "orders")
     assert "orders" not in hub.subscribers
-    await asyncio.sleep(0.05)
-    assert not await group_members(hub, "orders")
+    await eventually(lambda: not group_members(hub, "orders"))
     assert not layer.serving()
 
 
-async def test_a_stream_joined_again_before_the_group_is_left_keeps_its_group():
-    hub = Hub(get_channel_layer())
-    first, again = Recorder(), Recorder()
-    await hub.subscribe(first, "orders")
+async def test_a_stream_joined_again_before_the_group_is_left_keeps_its_group(hub):
+    first = await subscribed(hub, "orders")
     hub.unsubscribe(first, "orders")  # the group_discard is pending ...
-    await hub.subscribe(again, "orders")  # ... and this runs first
-    await asyncio.sleep(0.05)
-    assert await group_members(hub, "orders")
+    again = await subscribed(hub, "orders")  # ... and this runs first
+    await eventually(lambda: hub._leave_task is None)
+    assert group_members(hub, "orders")
     published = await anotify("orders", "t")
     await hub.handle(layer.message(published))
     assert [seq for _stream, seq, _text in again.pushed] == [published.seq]
-    hub.unsubscribe(again, "orders")
 
 
-async def test_revoke_and_recheck_reach_the_users_stream_only():
-    hub = Hub(get_channel_layer())
-    mine, other = Recorder(), Recorder()
-    await hub.subscribe(mine, "user:7")
-    await hub.subscribe(other, "user:8")
+async def test_revoke_and_recheck_reach_the_users_stream_only(hub):
+    mine, other = await subscribed(hub, "user:7"), await subscribed(hub, "user:8")
     await hub.handle(layer.revoke("user:7", 7, 4401))
     await hub.handle(layer.recheck("user:7", 7))
     assert (mine.revoked, mine.rechecked) == ([(7, 4401)], [7])
     assert (other.revoked, other.rechecked) == ([], [])
-    hub.unsubscribe(mine, "user:7")
-    hub.unsubscribe(other, "user:8")
 
 
-async def test_a_gap_is_filled_from_the_log_before_the_message_after_it():
-    hub = Hub(get_channel_layer())
-    recorder = Recorder()
-    await hub.subscribe(recorder, "orders")
+async def test_a_gap_is_filled_from_the_log_before_the_message_after_it(hub):
+    recorder = await subscribed(hub, "orders")
     await store_only("orders", payload={"n": 1})  # the layer lost this one
     second = await anotify("orders", "t", {"n": 2})
     await hub.handle(layer.message(second))
     assert [seq for _stream, seq, _text in recorder.pushed] == [1, 2]
     heads = await asyncio.to_thread(store.heads, ["orders"])
-    assert hub.last["orders"] == heads["orders"][0] == 2
-    hub.unsubscribe(recorder, "orders")
+    assert hub.fanned_out["orders"] == heads["orders"][0] == 2
