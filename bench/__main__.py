@@ -5,7 +5,12 @@ tutorial's group broadcast on daphne (what users would write), (c) realtime on
 one daphne process, (d) realtime on two daphne processes sharing one Redis.
 Each gets the same Node ``ws`` load generator (bench/loadgen.js), which checks
 loss, duplicates and order per connection, and a publisher in a separate
-process. Everything runs on loopback: a private redis-server, SQLite.
+process (bench/publisher.py), warmed up before timing starts. Workloads
+broadcast to every client (steady, burst, scale) or send each message to one
+client's own stream (inbox, realtime only). Every repetition
+runs on freshly started server processes, so the memory a connection costs is
+never memory an earlier run freed. Everything runs on loopback: a private
+redis-server, SQLite.
 
     python -m bench [--repeat 3] [--quick] [--only raw,realtime] [--out docs/performance.md]
 """
@@ -33,8 +38,12 @@ WORKLOADS = {
     "steady": (1000, 100, 10),
     "burst": (1000, 500, 0),
     "scale": (5000, 20, 2),
+    "inbox": (1000, 10000, 0),
 }
-QUICK = {"steady": (300, 30, 10), "burst": (300, 200, 0), "scale": (1000, 10, 2)}
+QUICK = {"steady": (300, 30, 10), "burst": (300, 200, 0), "scale": (1000, 10, 2), "inbox": (300, 3000, 0)}
+# Workloads where every client reads its own stream and message m goes to
+# client m % clients only: single-user notices, which only realtime has.
+INBOX = {"inbox"}
 
 SERVERS = ["raw", "tutorial", "realtime", "realtime-2proc"]
 EXTRA_SERVERS = ["realtime-uvicorn"]
@@ -84,18 +93,21 @@ def rss_bytes(pids):
 
 
 class Run:
-    def __init__(self, tmp, redis_url):
+    def __init__(self, tmp, redis_port):
         self.tmp = tmp
+        self.redis_port = redis_port
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
-            "REDIS_URL": redis_url,
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
             "SQLITE_PATH": str(Path(tmp) / "bench.sqlite3"),
             "DJANGO_SETTINGS_MODULE": "bench.settings",
         }
         self.procs = []
 
     def start(self, kind):
+        """Start fresh server processes of ``kind``, on a Redis without the last run's groups."""
+        subprocess.run(["redis-cli", "-p", str(self.redis_port), "flushall"], stdout=subprocess.DEVNULL, check=True)
         ports = [free_port() for _ in range(2 if kind == "realtime-2proc" else 1)]
         for port in ports:
             if kind == "raw":
@@ -127,50 +139,78 @@ class Run:
                 proc.kill()
         self.procs = []
 
-    def measure(self, clients, count, rate):
+    def measure(self, clients, count, rate, inbox=False):
+        """One repetition on the running servers: connect, publish, drain; return its figures."""
         pids = [p.pid for p in self.procs]
         rss0 = rss_bytes(pids)
         config = {
             "urls": self.urls, "clients": clients, "origin": self.origin,
-            "mode": "realtime" if self.kind.startswith("realtime") else "plain",
+            "mode": "realtime" if self.kind.startswith("realtime") else "plain", "inbox": inbox,
             # A server still delivering after 45 s counts what it has not delivered as lost.
-            "idleMs": 8000, "drainMs": 45000, "maxMessages": count,
+            "idleMs": 8000, "drainMs": 45000, "maxMessages": -(-count // clients) if inbox else count,
         }
         gen = subprocess.Popen(
             ["node", str(BENCH / "loadgen.js"), json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
-        line = gen.stdout.readline()
-        if line.strip() != "READY":
-            gen.kill()
-            raise SystemExit(f"load generator did not get ready: {line!r}")
-        time.sleep(0.5)
-        rss1 = rss_bytes(pids)
-        cpu0 = cpu_seconds(pids)
-        started = time.time() * 1000
-        kind = "realtime" if self.kind.startswith("realtime") else self.kind
-        pub = subprocess.run(
-            [sys.executable, "-m", "bench.publisher", kind, str(count), str(rate), self.publish_target],
-            cwd=ROOT, env=self.env, capture_output=True, text=True,
-        )
-        if pub.returncode:
-            gen.kill()
-            raise SystemExit(f"publisher failed: {pub.stderr[-2000:]}")
-        gen.stdin.write(f"DONE {count}\n")
-        gen.stdin.flush()
-        result = json.loads(gen.stdout.readline())
-        cpu1 = cpu_seconds(pids)
-        gen.wait(30)
+        pub = None
+        errors = open(Path(self.tmp) / "publisher.log", "w+")
+        try:
+            line = gen.stdout.readline()
+            if line.strip() != "READY":
+                raise SystemExit(f"load generator did not get ready: {line!r}")
+            time.sleep(0.5)
+            rss1 = rss_bytes(pids)
+            kind = "realtime" if self.kind.startswith("realtime") else self.kind
+            pub = subprocess.Popen(
+                [sys.executable, "-m", "bench.publisher", kind, str(count), str(rate), self.publish_target,
+                 *([str(clients)] if inbox else [])],
+                cwd=ROOT, env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                text=True, bufsize=1,
+            )
+            # The publisher opens its connections with a first message nobody
+            # receives; the timing starts after it.
+            warm = pub.stdout.readline().split()
+            if len(warm) != 2 or warm[0] != "WARM":
+                pub.kill()
+                pub.wait()
+                raise SystemExit(f"publisher did not warm up: {warm!r} {tail(errors)}")
+            cpu0 = cpu_seconds(pids)
+            started = time.time() * 1000
+            pub.stdin.write("GO\n")
+            pub.stdin.flush()
+            out = pub.communicate()[0]
+            if pub.returncode:
+                raise SystemExit(f"publisher failed: {tail(errors)}")
+            gen.stdin.write(f"DONE {count}\n")
+            gen.stdin.flush()
+            line = gen.stdout.readline()
+            if not line.startswith("{"):
+                raise SystemExit(f"load generator failed: {line!r}")
+            result = json.loads(line)
+            cpu1 = cpu_seconds(pids)
+            gen.wait(30)
+        finally:
+            for proc in (gen, pub):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            errors.close()
         delivered = max(result["delivered"], 1)
         span = max(result["lastArrival"] - started, 1) / 1000
-        time.sleep(1.0)  # let the server reap the closed connections
         return {
             **result,
             "deliveries_per_s": delivered / span,
             "cpu_us_per_delivery": (cpu1 - cpu0) * 1e6 / delivered,
             "kib_per_connection": (rss1 - rss0) / clients / 1024,
-            "publish_s": float(pub.stdout.strip() or 0),
+            "cold_ms": float(warm[1]),
+            "publish_s": float(out.strip() or 0),
         }
+
+
+def tail(fh, size=2000):
+    fh.seek(0)
+    return fh.read()[-size:]
 
 
 def median_of(runs, key):
@@ -202,41 +242,41 @@ def main(argv=None):
         stdout=subprocess.DEVNULL,
     )
     wait_port(redis_port, redis)
-    run = Run(tmp, f"redis://127.0.0.1:{redis_port}/0")
+    run = Run(tmp, redis_port)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=run.env, check=True)
     results = {}
     started = time.monotonic()
     try:
         for kind in servers:
-            subprocess.run(["redis-cli", "-p", str(redis_port), "flushall"], stdout=subprocess.DEVNULL)
-            run.start(kind)
-            peak = 0  # most clients this server process has held so far
-            try:
-                for name, (clients, count, rate) in workloads.items():
-                    runs = []
-                    repeat = args.tutorial_repeat if kind == "tutorial" else args.repeat
-                    for i in range(repeat):
-                        r = run.measure(clients, count, rate)
-                        runs.append(r)
-                        print(
-                            f"{kind:15} {name:7} #{i + 1}: {r['deliveries_per_s']:9,.0f} deliveries/s  "
-                            f"lost {r['lost']:6}  dup {r['duplicated']:4}  p50 {r['p50']} ms  p99 {r['p99']} ms  "
-                            f"cpu {r['cpu_us_per_delivery']:6.1f} us/delivery  {r['kib_per_connection']:5.1f} KiB/conn",
-                            flush=True,
-                        )
-                    results[(kind, name)] = {
-                        key: median_of(runs, key)
-                        for key in ("deliveries_per_s", "lost", "duplicated", "reordered", "p50", "p99", "max",
-                                    "cpu_us_per_delivery", "kib_per_connection", "expected")
-                    }
-                    # Memory freed by earlier runs is reused: only a run with more
-                    # clients than the process ever held measures what a connection costs.
-                    results[(kind, name)]["kib_per_connection"] = runs[0]["kib_per_connection"] if clients > peak else None
-                    peak = max(peak, clients)
-                    results[(kind, name)]["lost_max"] = max(r["lost"] for r in runs)
-                    results[(kind, name)]["dup_max"] = max(r["duplicated"] for r in runs)
-            finally:
-                run.stop()
+            for name, (clients, count, rate) in workloads.items():
+                if name in INBOX and not kind.startswith("realtime"):
+                    continue
+                runs = []
+                repeat = args.tutorial_repeat if kind == "tutorial" else args.repeat
+                for i in range(repeat):
+                    # Fresh processes every time: a process that served an earlier
+                    # run reuses the memory it freed, and KiB/conn would understate.
+                    run.start(kind)
+                    try:
+                        r = run.measure(clients, count, rate, inbox=name in INBOX)
+                    finally:
+                        run.stop()
+                    runs.append(r)
+                    print(
+                        f"{kind:15} {name:7} #{i + 1}: {r['deliveries_per_s']:9,.0f} deliveries/s  "
+                        f"lost {r['lost']:6}  dup {r['duplicated']:4}  reordered {r['reordered']}  "
+                        f"misrouted {r['misrouted']}  p50 {r['p50']} ms  p99 {r['p99']} ms  "
+                        f"cpu {r['cpu_us_per_delivery']:6.1f} us/delivery  {r['kib_per_connection']:5.1f} KiB/conn  "
+                        f"cold first publish {r['cold_ms']:.0f} ms",
+                        flush=True,
+                    )
+                results[(kind, name)] = {
+                    key: median_of(runs, key)
+                    for key in ("deliveries_per_s", "lost", "duplicated", "reordered", "p50", "p99", "max",
+                                "cpu_us_per_delivery", "kib_per_connection", "cold_ms", "expected")
+                }
+                for key in ("lost", "duplicated", "reordered", "misrouted"):
+                    results[(kind, name)][key + "_max"] = max(r[key] for r in runs)
     finally:
         redis.terminate()
         redis.wait(10)
@@ -253,23 +293,40 @@ def ratio(a, b):
     return f"{a / b:.2f}×" if a is not None and b else "n/a"
 
 
+def shape(name, clients, count, rate):
+    """The "clients × msgs" cell: what each client receives, and at what pace."""
+    pace = f" @{rate}/s" if rate else " burst"
+    if name in INBOX:
+        return f"{clients} × {count // clients} own ({count} sent){pace}"
+    return f"{clients} × {count}{pace}"
+
+
 def render(results, workloads, servers, args, elapsed):
     lines = [
-        "| server | workload | clients × msgs | deliveries/s | lost | dup | p50 ms | p99 ms | max ms | CPU µs/delivery | KiB/conn |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| server | workload | clients × msgs | deliveries/s | lost | dup | p50 ms | p99 ms | max ms "
+        "| CPU µs/delivery | KiB/conn | cold first publish ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    disorder = []
     for kind in servers:
         for name, (clients, count, rate) in workloads.items():
             r = results.get((kind, name))
             if not r:
+                if name in INBOX and not kind.startswith("realtime"):
+                    lines.append(f"| {LABELS[kind]} | {name} | {shape(name, clients, count, rate)} " + "| n/a " * 9 + "|")
                 continue
             lines.append(
-                f"| {LABELS[kind]} | {name} | {clients} × {count}{' @' + str(rate) + '/s' if rate else ' burst'} "
-                f"| {r['deliveries_per_s']:,.0f} | {r['lost']:,.0f} (max {r['lost_max']:,}) | {r['dup_max']:,} "
+                f"| {LABELS[kind]} | {name} | {shape(name, clients, count, rate)} "
+                f"| {r['deliveries_per_s']:,.0f} | {r['lost']:,.0f} (max {r['lost_max']:,}) | {r['duplicated_max']:,} "
                 f"| {r['p50']:.0f} | {r['p99']:.0f} | {r['max']:.0f} | {r['cpu_us_per_delivery']:.1f} "
-                f"| {'—' if r['kib_per_connection'] is None else format(r['kib_per_connection'], '.1f')} |"
+                f"| {r['kib_per_connection']:.1f} | {r['cold_ms']:.0f} |"
             )
-    lines += ["", "Ratios (medians of the same run):", ""]
+            if r["reordered_max"] or r["misrouted_max"]:
+                disorder.append(
+                    f"{LABELS[kind]} {name}: {r['reordered_max']:,} out of order, "
+                    f"{r['misrouted_max']:,} on another user's connection (worst run)"
+                )
+    ratios = []
     for name in workloads:
         rt, raw, tut = (results.get((k, name)) for k in ("realtime", "raw", "tutorial"))
         if not rt:
@@ -283,12 +340,22 @@ def render(results, workloads, servers, args, elapsed):
         two = results.get(("realtime-2proc", name))
         if two and workloads[name][2] == 0:  # at a fixed rate, throughput is the rate
             parts.append(f"throughput 2 processes/1 process {ratio(two['deliveries_per_s'], rt['deliveries_per_s'])}")
-        lines.append(" ".join(parts).rstrip(","))
+        if len(parts) > 1:
+            ratios.append(" ".join(parts).rstrip(","))
+    if ratios:
+        lines += ["", "Ratios (medians of the same run):", "", *ratios]
     lines += [
         "",
         f"{args.repeat} repetitions per cell ({args.tutorial_repeat} for the tutorial), medians; lost/dup also "
-        f"as the worst run; KiB/conn only where the process held more clients than ever before. "
-        f"Run took {elapsed:.0f} s.",
+        f"as the worst run. Every repetition starts fresh server processes, so KiB/conn (RSS growth while "
+        f"the clients connect) is never memory an earlier run freed. Cold first publish: the publisher "
+        f"process's first message, which loads the channel layer and opens its connections; it goes before "
+        f"the timing starts, to a stream nobody reads, and is not in p50/p99. inbox: each message to one "
+        f"client's own stream, "
+        f"round-robin (realtime only: the others have no per-user streams). "
+        + (f"Out of order or misrouted: {'; '.join(disorder)}. " if disorder else
+           "No message arrived out of order or on another user's connection. ")
+        + f"Run took {elapsed:.0f} s.",
     ]
     return "\n".join(lines)
 

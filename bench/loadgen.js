@@ -2,14 +2,20 @@
 //
 // Usage: node loadgen.js '<json config>'
 //   {"urls": [...], "clients": 1000, "origin": "http://127.0.0.1:8001",
-//    "mode": "realtime" | "plain", "idleMs": 3000, "drainMs": 60000}
+//    "mode": "realtime" | "plain", "inbox": false, "idleMs": 3000, "drainMs": 60000,
+//    "maxMessages": 500}
 // Protocol with the orchestrator: prints "READY" once every client is connected
 // (and, in realtime mode, has its welcome); then reads "DONE <count>" on stdin
-// when the publisher has sent messages n = 0..count-1; prints one JSON line of
-// results when every client has them all, or nothing arrived for idleMs.
+// when the publisher has sent messages m = 0..count-1; prints one JSON line of
+// results when every client has all of its own, or nothing arrived for idleMs.
+// A setup that cannot work (a stream refused) prints "FAIL <why>" and exits.
 //
 // Every message carries {"n": index, "t": publish time in ms since the epoch};
 // per connection a bitmap of n counts unique, duplicate and out-of-order ones.
+// Without "inbox" every client gets every message (n = m). With it (realtime
+// only) client i joins its own stream "bench:u<i>" through ?resume= in the
+// connect URL, and message m went to client m % clients as its n = m div clients;
+// a message of any other stream is counted as misrouted.
 "use strict";
 const WebSocket = require("ws");
 const readline = require("readline");
@@ -20,7 +26,18 @@ const conns = [];
 let latencies = new Float64Array(1 << 20);
 let nLat = 0;
 let lastArrival = Date.now();
-let expected = null;
+let expected = null; // messages published, from "DONE <count>"
+
+// How many of the published messages client i should receive.
+function expectedOf(i) {
+  if (!cfg.inbox) return expected;
+  return Math.floor(expected / cfg.clients) + (i < expected % cfg.clients ? 1 : 0);
+}
+
+function fail(why) {
+  process.stdout.write(`FAIL ${why}\n`);
+  process.exit(1);
+}
 
 function record(c, data) {
   let msg;
@@ -31,12 +48,20 @@ function record(c, data) {
     return;
   }
   if (cfg.mode === "realtime" && msg.type === "welcome") {
+    if (c.stream && !(msg.payload && msg.payload.streams && c.stream in msg.payload.streams)) {
+      fail(`client ${c.index} was not given stream ${c.stream}: ${data}`);
+    }
     c.welcomed = true;
     maybeReady();
     return;
   }
+  if (c.stream && msg.type === "error") fail(`client ${c.index} got ${data}`);
   const p = msg.payload;
   if (!p || typeof p.n !== "number") return;
+  if (c.stream && msg.stream !== c.stream) {
+    c.misrouted++;
+    return;
+  }
   lastArrival = Date.now();
   const n = p.n;
   if (n < 0 || n >= MAX_N) return;
@@ -70,9 +95,16 @@ function maybeReady() {
 
 function open(i) {
   return new Promise((resolve) => {
-    const url = cfg.urls[i % cfg.urls.length];
-    const c = conns[i] || { seen: new Uint8Array(MAX_N), unique: 0, dup: 0, reordered: 0, maxN: -1, invalid: 0, closed: 0 };
+    const c = conns[i] || {
+      index: i, stream: cfg.inbox ? `bench:u${i}` : null, seen: new Uint8Array(MAX_N),
+      unique: 0, dup: 0, reordered: 0, maxN: -1, invalid: 0, misrouted: 0, closed: 0,
+    };
     conns[i] = c;
+    let url = cfg.urls[i % cfg.urls.length];
+    if (c.stream) {
+      // Joined before the welcome, from the stream's head on (null: only new messages).
+      url += "?resume=" + encodeURIComponent(JSON.stringify({ streams: { [c.stream]: null } }));
+    }
     const attempt = (left) => {
       const ws = new WebSocket(url, { origin: cfg.origin, perMessageDeflate: false });
       ws.on("open", () => {
@@ -105,7 +137,7 @@ function maybeFinish(force) {
   if (finished) return;
   let complete = true;
   for (const c of conns) {
-    if (c.unique < expected) {
+    if (c.unique < expectedOf(c.index)) {
       complete = false;
       break;
     }
@@ -113,8 +145,10 @@ function maybeFinish(force) {
   if (!complete && !force) return;
   finished = true;
   const lat = latencies.slice(0, nLat).sort();
-  let unique = 0, dup = 0, reordered = 0, invalid = 0, closed = 0;
+  let want = 0, unique = 0, dup = 0, reordered = 0, invalid = 0, misrouted = 0, closed = 0;
   for (const c of conns) {
+    want += expectedOf(c.index);
+    misrouted += c.misrouted;
     unique += c.unique;
     dup += c.dup;
     reordered += c.reordered;
@@ -123,12 +157,13 @@ function maybeFinish(force) {
   }
   const out = {
     clients: conns.length,
-    expected: expected * conns.length,
+    expected: want,
     delivered: unique,
-    lost: expected * conns.length - unique,
+    lost: want - unique,
     duplicated: dup,
     reordered,
     invalid,
+    misrouted,
     closed,
     p50: percentile(lat, 0.5),
     p99: percentile(lat, 0.99),

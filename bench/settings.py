@@ -20,9 +20,19 @@ CHANNEL_LAYERS = {
         },
     }
 }
+
+
+async def authorize(user, stream):
+    """The default rule, plus the "bench:*" streams, which the anonymous clients of the inbox workload read."""
+    from realtime.streams import default_authorize
+
+    return stream.startswith("bench:") or default_authorize(user, stream)
+
+
 # The load generator is one address with thousands of anonymous sockets.
 REALTIME = {
     "ALLOW_ANONYMOUS": True,
+    "AUTHORIZE": "bench.settings.authorize",
     "MAX_CONNECTIONS_PER_IP": 1_000_000,
     # bench/pings.py varies these per server.
     **json.loads(os.environ.get("BENCH_REALTIME_JSON", "{}")),

@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 __all__ = [
     "notify",
     "anotify",
+    "notify_many",
+    "anotify_many",
     "positions",
     "reset_stream",
     "disconnect_user",
@@ -32,7 +34,7 @@ __all__ = [
 def __getattr__(name):
     # The API imports models; load it on first use so importing the package in
     # settings or INSTALLED_APPS does not need the app registry.
-    if name in ("notify", "anotify", "positions", "reset_stream", "disconnect_user", "adisconnect_user", "recheck_sessions"):
+    if name in ("notify", "anotify", "notify_many", "anotify_many", "positions", "reset_stream", "disconnect_user", "adisconnect_user", "recheck_sessions"):
         from . import api
 
         return getattr(api, name)

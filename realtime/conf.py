@@ -64,10 +64,18 @@ DEFAULTS = {
     # After live traffic on a stream, check the log this many seconds later for
     # messages the channel layer dropped at the tail of a burst.
     "SWEEP_DELAY": 1.0,
-    # HTTP publish API (``POST <realtime urls>/api/publish``): largest request body, in bytes.
-    "PUBLISH_MAX_BODY": 128 * 1024,
-    # Requests one publish token may make per PUBLISH_RATE_WINDOW seconds (None: no limit).
-    "PUBLISH_RATE_LIMIT": 600,
+    # Messages pushed together (one notify() to a list, notify_many(), one
+    # transaction) that touch more streams than this travel as one layer
+    # message to every server process instead of one per stream.
+    "WIDE_PUSH_STREAMS": 16,
+    # HTTP publish API (``POST <realtime urls>/api/publish``): largest request body, in bytes
+    # (room for a full batch of ordinary messages).
+    "PUBLISH_MAX_BODY": 1024 * 1024,
+    # Most messages one batch request may carry.
+    "PUBLISH_MAX_BATCH": 1000,
+    # Messages one publish token may publish per PUBLISH_RATE_WINDOW seconds: a
+    # request counts one, a batch one per message (None: no limit).
+    "PUBLISH_RATE_LIMIT": 6000,
     "PUBLISH_RATE_WINDOW": 60,
     # Failed token attempts one client IP may make per PUBLISH_RATE_WINDOW
     # before it gets 429 without its token being looked at (None: no limit).
@@ -111,6 +119,7 @@ def get_config():
         "MAX_CONNECTIONS_PER_IP",
         "MAX_OUTBOUND_BUFFER",
         "REPLAY_BATCH",
+        "WIDE_PUSH_STREAMS",
     ):
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -154,7 +163,7 @@ def get_config():
         raise RealtimeConfigError(
             f'settings.REALTIME["PUBLISH_CACHE"] must be a cache alias, got {config["PUBLISH_CACHE"]!r}.'
         )
-    for key in ("PUBLISH_MAX_BODY", "PUBLISH_RATE_WINDOW"):
+    for key in ("PUBLISH_MAX_BODY", "PUBLISH_MAX_BATCH", "PUBLISH_RATE_WINDOW"):
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RealtimeConfigError(

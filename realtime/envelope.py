@@ -167,17 +167,20 @@ def build(type_, stream, seq, payload_json, *, id="", ts=None):
     Only ``type``, ``stream``, ``id`` and ``ts`` are encoded here; they are
     short, so a fan-out to many streams pays for the payload once.
     """
-    return (
-        '{"type":%s,"stream":%s,"seq":%s,"id":%s,"ts":%s,"payload":%s}'
-        % (
-            _dumps(type_),
-            _dumps(stream),
-            "null" if seq is None else int(seq),
-            _dumps(id),
-            _dumps(ts or now_iso()),
-            payload_json,
-        )
-    )
+    head, tail = halves(type_, stream, payload_json, id=id, ts=ts)
+    return f"{head}{'null' if seq is None else int(seq)}{tail}"
+
+
+def halves(type_, stream, payload_json, *, id="", ts=None):
+    """The envelope's text before and after its seq.
+
+    The log's single-statement append (:mod:`realtime.store`) lets the
+    database put the seq it allocates between the two, so the text is
+    complete without a second round trip.
+    """
+    head = '{"type":%s,"stream":%s,"seq":' % (_dumps(type_), _dumps(stream))
+    tail = ',"id":%s,"ts":%s,"payload":%s}' % (_dumps(id), _dumps(ts or now_iso()), payload_json)
+    return head, tail
 
 
 #: The widest seq, id and timestamp an envelope can carry, for :func:`check_size`.

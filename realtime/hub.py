@@ -134,6 +134,11 @@ class Hub:
                                 # The group expires on its own; a dead layer must not stop the others.
                                 logger.warning("realtime: group_discard failed for %s", stream, exc_info=True)
                     if not self.subscribers:
+                        if self.layer is not None and not self._stale:
+                            try:
+                                await self.layer.group_discard(layer_messages.HUBS_GROUP, self.channel)
+                            except Exception:
+                                logger.warning("realtime: leaving the hubs group failed", exc_info=True)
                         await self._stop()
         finally:
             self._leave_task = None
@@ -143,6 +148,12 @@ class Hub:
             return
         if self.layer is not None:
             self.channel = await self.layer.new_channel(prefix="realtime-hub.")
+            try:
+                await self.layer.group_add(layer_messages.HUBS_GROUP, self.channel)
+            except Exception:
+                logger.warning("realtime: joining the hubs group failed", exc_info=True)
+                self._stale = True
+                self._start_rejoin()
         self._task = asyncio.create_task(self._run(), name="realtime-hub")
         layer_messages.hub_started(self)
 
@@ -214,6 +225,7 @@ class Hub:
     async def _rejoin(self):
         async with self._membership:
             streams = list(self.subscribers)
+            await self.layer.group_add(layer_messages.HUBS_GROUP, self.channel)
             for stream in streams:
                 await self.layer.group_add(group_name(stream), self.channel)
         if self._stale:
@@ -234,12 +246,21 @@ class Hub:
             for consumer in tuple(self.subscribers.get(message.get("stream"), ())):
                 consumer.recheck(message.get("user"))
             return
+        if message.get("type") == layer_messages.BATCH:
+            items = message.get("messages")
+            for item in items if isinstance(items, list) else ():
+                if isinstance(item, (list, tuple)) and len(item) == 3:
+                    await self._apply(*item)
+            return
         if message.get("type") != layer_messages.MESSAGE:
             # Channels' own consumers raise here and close every socket in the
             # group; an unexpected message must cost one log line, not the sockets.
             logger.warning("realtime: ignoring layer message of type %r", message.get("type"))
             return
-        stream, seq, text = message.get("stream"), message.get("seq"), message.get("text")
+        await self._apply(message.get("stream"), message.get("seq"), message.get("text"))
+
+    async def _apply(self, stream, seq, text):
+        """Fan out one published message, filling the gap before it from the log."""
         if stream not in self.subscribers or not isinstance(text, str):
             return
         if seq is None:

@@ -2,17 +2,26 @@
 
 Every message goes to the group of one stream (:func:`realtime.streams.group_name`),
 where the hub of each server process with a subscriber receives it
-(:mod:`realtime.hub`). Four types:
+(:mod:`realtime.hub`). Five types:
 
 ``realtime.message``
     a published message: ``stream``, ``seq`` (None: ephemeral) and ``text``, the
     envelope exactly as stored and as sent to clients;
+``realtime.batch``
+    several published messages that left together: ``messages``, a list of
+    ``[stream, seq, text]`` in publish order. Sent to the stream's group when
+    they share one stream, and to :data:`HUBS_GROUP` (every server process)
+    when one send touches more than ``WIDE_PUSH_STREAMS`` streams: one layer
+    message instead of one per stream (a notice to 1,000 users);
 ``realtime.reset``
     a stream's history was reset: ``stream``, ``epoch``;
 ``realtime.revoke``
     close a user's sockets: ``stream`` (the user's), ``user``, ``code``;
 ``realtime.recheck``
     a user's sockets check their session now: ``stream``, ``user``.
+
+One :func:`send` becomes as few layer messages as that allows, and sends from
+plain sync code do not wait for Redis (:mod:`realtime.sender`).
 
 Sending never raises: the log already holds every persisted message, so a
 layer that is down costs latency (clients recover on their next ping), not
@@ -32,9 +41,16 @@ from .conf import setting
 from .exceptions import RealtimeConfigError
 from .streams import group_name
 
+#: The group every hub joins, for batches that touch many streams.
+HUBS_GROUP = "rt.hubs"
+
+#: A batch layer message carries envelopes of at most about this many characters.
+BATCH_MAX_CHARS = 256 * 1024
+
 logger = logging.getLogger("realtime")
 
 MESSAGE = "realtime.message"
+BATCH = "realtime.batch"
 RESET = "realtime.reset"
 REVOKE = "realtime.revoke"
 RECHECK = "realtime.recheck"
@@ -153,8 +169,18 @@ def send(messages):
                 "up from the log on their next heartbeat.",
             )
         return
+    if not sender.send(layer, _deliver, messages):
+        logger.warning(
+            "realtime: %d message(s) stored but not pushed live: %d are already waiting for "
+            "the channel layer (clients recover them from the log on their next heartbeat).",
+            len(messages),
+            sender.MAX_PENDING,
+        )
+
+
+async def _deliver(layer, messages):
     try:
-        sender.run(layer, _group_send_all, layer, messages)
+        await asyncio.wait_for(_group_send_all(layer, coalesce(messages)), sender.SEND_TIMEOUT)
     except Exception:
         logger.warning(
             "realtime: channel layer unreachable; %d message(s) stored but not pushed "
@@ -164,9 +190,63 @@ def send(messages):
         )
 
 
-async def _group_send_all(layer, messages):
+async def _group_send_all(layer, sends):
+    for group, message_ in sends:
+        await layer.group_send(group, message_)
+
+
+def coalesce(messages):
+    """``[(group, layer message)]`` that carry ``messages`` in as few sends as possible.
+
+    Published messages of one stream stay in order; control messages keep
+    their place relative to the published messages around them.
+    """
+    sends, run = [], []
     for message_ in messages:
-        await layer.group_send(group_name(message_["stream"]), message_)
+        if message_["type"] == MESSAGE:
+            run.append(message_)
+            continue
+        sends.extend(_coalesce_run(run))
+        run = []
+        sends.append((group_name(message_["stream"]), message_))
+    sends.extend(_coalesce_run(run))
+    return sends
+
+
+def _coalesce_run(run):
+    by_stream = {}
+    for message_ in run:
+        by_stream.setdefault(message_["stream"], []).append(message_)
+    if len(by_stream) > setting("WIDE_PUSH_STREAMS"):
+        return [(HUBS_GROUP, batch) for batch in _batches(run)]
+    sends = []
+    for stream, messages in by_stream.items():
+        if len(messages) == 1:
+            sends.append((group_name(stream), messages[0]))
+        else:
+            sends.extend((group_name(stream), batch) for batch in _batches(messages))
+    return sends
+
+
+def _batches(messages):
+    items, size = [], 0
+    for message_ in messages:
+        if items and size + len(message_["text"]) > BATCH_MAX_CHARS:
+            yield {"type": BATCH, "messages": items}
+            items, size = [], 0
+        items.append([message_["stream"], message_["seq"], message_["text"]])
+        size += len(message_["text"])
+    if items:
+        yield {"type": BATCH, "messages": items}
+
+
+def flush(timeout=sender.SEND_TIMEOUT):
+    """Wait until what this process sent has reached the channel layer (or was given up); True if so.
+
+    Runs by itself at interpreter exit. Useful in tests and before
+    ``os._exit()``.
+    """
+    return sender.flush(timeout)
 
 
 def _warn_once(key, message_, *args):

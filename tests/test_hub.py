@@ -178,3 +178,39 @@ async def test_a_gap_is_filled_from_the_log_before_the_message_after_it(hub):
     assert [seq for _stream, seq, _text in recorder.pushed] == [1, 2]
     heads = await asyncio.to_thread(store.heads, ["orders"])
     assert hub.fanned_out["orders"] == heads["orders"][0] == 2
+
+
+async def test_a_batch_is_fanned_out_in_order_and_fills_gaps(connect, make_user):
+    client = await connect(await make_user())
+    first = await anotify("broadcast", "t", {"n": 1})
+    await client.recv()
+    stored = [await store_only("broadcast", payload={"n": n}) for n in (2, 3, 4)]
+    # The batch misses seq 2 (dropped) and carries a stream nobody here reads.
+    await get_channel_layer().group_send(
+        layer.HUBS_GROUP,
+        {
+            "type": "realtime.batch",
+            "messages": [
+                ["nobody-reads-this", 1, '{"type":"t"}'],
+                ["broadcast", stored[1].seq, stored[1].text],
+                ["broadcast", first.seq, first.text],  # a duplicate
+                ["broadcast", stored[2].seq, stored[2].text],
+            ],
+        },
+    )
+    frames = await client.messages(3)
+    assert [f["payload"]["n"] for f in frames] == [2, 3, 4]
+    await client.nothing()
+
+
+async def test_notify_many_to_many_streams_reaches_each_socket_once(connect, make_user, settings):
+    settings.REALTIME = {**getattr(settings, "REALTIME", {}), "WIDE_PUSH_STREAMS": 2}
+    users = [await make_user(f"user{i}") for i in range(4)]
+    clients = [await connect(user) for user in users]
+    from realtime import anotify_many
+
+    await anotify_many([(user, "t", {"to": user.pk}) for user in users])
+    for client, user in zip(clients, users):
+        frame = await client.recv()
+        assert (frame["stream"], frame["payload"]) == (f"user:{user.pk}", {"to": user.pk})
+        await client.nothing()

@@ -123,19 +123,87 @@ def test_multi_target_publish_is_one_transaction(monkeypatch):
     assert all(r.seq == 1 for r in results)
     assert seqs("a") == [1] and seqs("b") == [1]
 
-    # Streams are appended in name order; make the second one fail.
-    real_append = store.append
+    # Make the last step fail, after both counters moved: all or nothing.
+    def insert(*args):
+        raise RuntimeError("the database went away half-way")
 
-    def append(name, *args, **kwargs):
-        if name == "b":
-            raise RuntimeError("the database went away half-way")
-        return real_append(name, *args, **kwargs)
-
-    monkeypatch.setattr(store, "append", append)
+    monkeypatch.setattr(store, "_insert", insert)
     with pytest.raises(RuntimeError):
         notify(["a", "b"], "t", {"x": 2})
-    # All or nothing: "a" kept neither the message nor the seq.
-    assert seqs("a") == [1] and store.heads(["a"])["a"][0] == 1
+    assert seqs("a") == [1] and store.heads(["a", "b"]) == {"a": (1, store.heads(["a"])["a"][1]), "b": (1, store.heads(["b"])["b"][1])}
+
+
+def test_concurrent_batches_on_overlapping_streams_stay_gapless_without_deadlock(settings):
+    """8 processes publish notify_many() batches to random subsets, in random orders, of the same streams."""
+    tmp = os.path.dirname(settings.DATABASES["default"].get("TEST", {}).get("NAME") or "/tmp/x")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.e2e_settings", "REALTIME_TEST_TMP": tmp}
+    env.pop("REDIS_URL", None)
+    names = [f"team:{i}" for i in range(6)]
+    notify(names[:3], "t")  # half of them exist, half are created by the racing batches
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.publisher", ",".join(names), "15", "--batches", str(seed)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for seed in range(8)
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+    got = {}
+    for out, _ in outputs:
+        for line in out.split("\n"):
+            if line:
+                name, seq = line.split()
+                got.setdefault(name, []).append(int(seq))
+    for name in names:
+        first = 2 if name in names[:3] else 1
+        assert sorted(got[name]) == list(range(first, first + len(got[name]))), name
+        assert seqs(name) == list(range(1, first + len(got[name])))
+        assert store.heads([name])[name][0] == len(seqs(name))
+
+
+def test_a_batch_appends_in_order_with_consecutive_seqs_per_stream():
+    notify("a", "t")
+    entries = [store.Entry(name, "t", f'{{"i":{i}}}') for i, name in enumerate(["b", "a", "b", "c", "a"])]
+    results = store.append_many(entries)
+    assert [(r.stream, r.seq) for r in results] == [("b", 1), ("a", 2), ("b", 2), ("c", 1), ("a", 3)]
+    texts = dict(Message.objects.values_list("id", "envelope"))
+    assert sorted(texts.values()) == sorted([r.text for r in results] + [Message.objects.get(stream__name="a", seq=1).envelope])
+    assert [m.payload["i"] for m in Message.objects.filter(stream__name="b").order_by("seq")] == [0, 2]
+
+
+def test_idempotency_keys_within_a_batch_and_across_retries():
+    entries = [
+        store.Entry("orders", "t", '{"v":1}', "k1"),
+        store.Entry("orders", "t", '{"v":2}', "k1"),  # the same key again: the first message
+        store.Entry("orders", "t", '{"v":3}', "k2"),
+        store.Entry("refunds", "t", '{"v":4}', "k1"),  # keys are per stream
+    ]
+    first = store.append_many(entries)
+    assert [(r.stream, r.seq, r.created) for r in first] == [
+        ("orders", 1, True), ("orders", 1, False), ("orders", 2, True), ("refunds", 1, True)
+    ]
+    assert first[1].id == first[0].id and first[1].text == first[0].text
+    retry = store.append_many(entries)
+    assert [(r.seq, r.created) for r in retry] == [(1, False), (1, False), (2, False), (1, False)]
+    assert [r.text for r in retry] == [first[0].text, first[0].text, first[2].text, first[3].text]
+    assert seqs("orders") == [1, 2] and seqs("refunds") == [1]
+    assert store.append("orders", "t", "{}").seq == 3
+
+
+def test_a_batch_costs_the_same_statements_whatever_its_size():
+    from django.db import connection as conn
+    from django.test.utils import CaptureQueriesContext
+
+    notify([f"user:{i}" for i in range(10)], "t")
+    counts = []
+    for size in (10, 600):
+        with CaptureQueriesContext(conn) as queries:
+            store.append_many([store.Entry(f"user:{i % 10}", "t", "{}") for i in range(size)])
+        counts.append(len(queries))
+    # 600 rows need a second multi-row INSERT (500 per statement), nothing else.
+    assert counts[1] <= counts[0] + 1, counts
 
 
 def test_heads_reports_unknown_streams_as_zero():
