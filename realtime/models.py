@@ -38,8 +38,10 @@ class Stream(models.Model):
 class Message(models.Model):
     """One persisted message; ``envelope`` is the exact JSON text sent to clients."""
 
+    # No index of its own: the unique (stream, seq) index serves every lookup
+    # by stream, and one index less is one write less per published message.
     stream = models.ForeignKey(
-        Stream, on_delete=models.CASCADE, related_name="messages", verbose_name=_("stream")
+        Stream, on_delete=models.CASCADE, related_name="messages", verbose_name=_("stream"), db_index=False
     )
     seq = models.BigIntegerField(_("seq"))
     type = models.CharField(_("type"), max_length=100)

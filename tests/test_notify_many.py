@@ -10,7 +10,7 @@ from realtime import EnvelopeError, MessageTooLarge, StreamNameError, layer, not
 from realtime.models import Message
 from tests.test_api import listen  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres_sensitive]
 
 
 def stored():
