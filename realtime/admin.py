@@ -1,4 +1,4 @@
-"""Admin pages: the log (read-only), who is online, publish tokens and notices."""
+"""Admin pages: the log and inbox states (read-only), who is online, publish tokens and notices."""
 
 import logging
 
@@ -11,8 +11,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import notices, presence, tokens
-from .models import Message, Notice, PublishToken, Stream
+from . import inbox, notices, presence, tokens
+from .models import InboxState, Message, Notice, PublishToken, Stream
 
 logger = logging.getLogger("realtime")
 
@@ -27,7 +27,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Stream)
 class StreamAdmin(ReadOnlyAdmin):
-    list_display = ("name", "last_seq", "epoch", "created_at")
+    list_display = ("name", "last_seq", "inbox_head", "epoch", "created_at")
     search_fields = ("name",)
     change_list_template = "admin/realtime/stream/change_list.html"
 
@@ -74,7 +74,26 @@ class MessageAdmin(ReadOnlyAdmin):
     list_select_related = ("stream",)
     search_fields = ("stream__name", "type", "idempotency_key")
     date_hierarchy = "created_at"
-    readonly_fields = ("stream", "seq", "type", "created_at", "idempotency_key", "envelope")
+    readonly_fields = ("stream", "seq", "type", "inbox_seq", "created_at", "idempotency_key", "envelope")
+
+
+@admin.register(InboxState)
+class InboxStateAdmin(ReadOnlyAdmin):
+    """What each user has read, per stream: for staff answering "I never got that notice"."""
+
+    list_display = ("user", "stream", "unread", "read_upto", "updated_at")
+    list_select_related = ("user", "stream")
+    search_fields = ("stream__name",)
+    readonly_fields = ("user", "stream", "unread", "read_upto", "read", "archived", "updated_at")
+
+    def get_search_fields(self, request):
+        # The user model's own username field, whatever it is called.
+        return (*self.search_fields, f"user__{get_user_model().USERNAME_FIELD}")
+
+    @admin.display(description=_("unread"))
+    def unread(self, state):
+        stream = state.stream
+        return inbox.unread_of(stream.inbox_head, stream.inbox_floor, state.read_upto, state.read)
 
 
 @admin.register(PublishToken)

@@ -31,7 +31,7 @@ logger = logging.getLogger("realtime")
 _TARGET_LISTS = (list, tuple, set, frozenset)
 
 
-def notify(target, type, payload=None, *, persist=True, idempotency_key=None, after_commit=False):
+def notify(target, type, payload=None, *, persist=True, idempotency_key=None, after_commit=False, inbox=None):
     """Publish a message of ``type`` with ``payload`` to ``target``.
 
     ``target`` is a stream name (``"broadcast"``, ``"orders"``, ``"project:12"``),
@@ -50,18 +50,24 @@ def notify(target, type, payload=None, *, persist=True, idempotency_key=None, af
     commits, so a rolled-back change notifies nobody. The stream's row stays
     locked until then; with ``after_commit=True`` the append instead waits for
     the caller's commit and runs in a short transaction of its own (see
-    docs/publishing.md, "Hot streams"), and ``notify()`` returns None. If the
-    channel layer is unreachable the message is still stored, the failure is
-    logged, and connected clients recover it on their next heartbeat.
+    docs/notify.md), and ``notify()`` returns None. If the channel layer is
+    unreachable the message is still stored, the failure is logged, and
+    connected clients recover it on their next heartbeat.
+
+    ``inbox=True`` makes the message an item of its recipients' inboxes
+    (unread counts, mark read: :mod:`realtime.inbox`); the default, None,
+    means: if ``type`` is in ``REALTIME["INBOX_TYPES"]``.
 
     Returns a :class:`~realtime.store.Published` (``stream``, ``seq``, ``id``,
     ``text``) for a single target, or a list of them for a list of targets.
     """
     _refuse_event_loop()
     streams = resolve_targets(target)
-    payload_json = _encode(type, payload, streams)
+    inbox = _inbox(type, inbox, persist)
+    payload_json = _encode(type, payload, streams, inbox)
     _check_key(idempotency_key, persist)
-    results = _publish([Entry(name, type, payload_json, idempotency_key) for name in streams], persist, after_commit)
+    entries = [Entry(name, type, payload_json, idempotency_key, inbox) for name in streams]
+    results = _publish(entries, persist, after_commit)
     if results is None or isinstance(target, _TARGET_LISTS):
         return results
     return results[0]
@@ -72,7 +78,8 @@ def notify_many(messages, *, persist=True, after_commit=False):
 
     ``messages`` is an iterable of ``(target, type, payload)`` tuples, or of
     dicts with the keys ``target``, ``type`` and optionally ``payload``,
-    ``idempotency_key`` and ``persist`` (default: the ``persist`` argument)::
+    ``idempotency_key``, ``inbox`` and ``persist`` (default: the ``persist``
+    argument)::
 
         notify_many((member, "project.invited", {"project": p.pk, "role": role})
                     for member, role in invitations)
@@ -92,9 +99,10 @@ def notify_many(messages, *, persist=True, after_commit=False):
     stored, ephemeral, shapes = [], [], []
     for index, item in enumerate(messages):
         try:
-            target, type_, payload, key, keep = _item(item, persist)
+            target, type_, payload, key, keep, inbox = _item(item, persist)
             streams = resolve_targets(target)
-            payload_json = _encode(type_, payload, streams)
+            inbox = _inbox(type_, inbox, keep)
+            payload_json = _encode(type_, payload, streams, inbox)
             _check_key(key, keep)
         except RealtimeError as exc:
             exc.index = getattr(exc, "index", index)
@@ -102,7 +110,7 @@ def notify_many(messages, *, persist=True, after_commit=False):
             raise
         batch = stored if keep else ephemeral
         shapes.append((batch is stored, len(batch), len(streams), isinstance(target, _TARGET_LISTS)))
-        batch.extend(Entry(name, type_, payload_json, key) for name in streams)
+        batch.extend(Entry(name, type_, payload_json, key, inbox) for name in streams)
     if not shapes:
         return []
     layer.get_layer()
@@ -116,10 +124,16 @@ def notify_many(messages, *, persist=True, after_commit=False):
     return out
 
 
-async def anotify(target, type, payload=None, *, persist=True, idempotency_key=None, after_commit=False):
+async def anotify(target, type, payload=None, *, persist=True, idempotency_key=None, after_commit=False, inbox=None):
     """Async twin of :func:`notify`, for consumers and async views."""
     return await sync_to_async(notify, thread_sensitive=True)(
-        target, type, payload, persist=persist, idempotency_key=idempotency_key, after_commit=after_commit
+        target,
+        type,
+        payload,
+        persist=persist,
+        idempotency_key=idempotency_key,
+        after_commit=after_commit,
+        inbox=inbox,
     )
 
 
@@ -132,29 +146,41 @@ async def anotify_many(messages, *, persist=True, after_commit=False):
 
 def _item(item, persist):
     if isinstance(item, dict):
-        unknown = set(item) - {"target", "type", "payload", "idempotency_key", "persist"}
+        unknown = set(item) - {"target", "type", "payload", "idempotency_key", "persist", "inbox"}
         if unknown or "target" not in item or "type" not in item:
             raise EnvelopeError(
                 "Give each message as (target, type, payload) or a dict with 'target', 'type' and "
-                f"optionally 'payload', 'idempotency_key', 'persist'; got keys {sorted(item)}."
+                f"optionally 'payload', 'idempotency_key', 'persist', 'inbox'; got keys {sorted(item)}."
             )
         keep = item.get("persist", persist)
         if not isinstance(keep, bool):
             raise EnvelopeError("'persist' must be True or False.")
-        return item["target"], item["type"], item.get("payload"), item.get("idempotency_key"), keep
+        key = item.get("idempotency_key")
+        return item["target"], item["type"], item.get("payload"), key, keep, item.get("inbox")
     if isinstance(item, tuple) and len(item) in (2, 3):
-        return item[0], item[1], item[2] if len(item) == 3 else None, None, persist
+        return item[0], item[1], item[2] if len(item) == 3 else None, None, persist, None
     raise EnvelopeError(
         f"Give each message as (target, type, payload) or a dict; got {type(item).__name__}."
     )
 
 
-def _encode(type_, payload, streams):
+def _encode(type_, payload, streams, inbox=False):
     """Validate ``type_`` and ``payload`` for ``streams``; return the payload's JSON text."""
     envelope.validate_type(type_)
     payload_json = envelope.encode_payload(payload)
-    envelope.check_size(type_, max(streams, key=len), payload_json, setting("MAX_MESSAGE_SIZE"))
+    envelope.check_size(type_, max(streams, key=len), payload_json, setting("MAX_MESSAGE_SIZE"), inbox)
     return payload_json
+
+
+def _inbox(type_, inbox, persist):
+    """Whether a message of ``type_`` is an inbox item (``inbox`` as given: True, False or None)."""
+    if inbox is None:
+        return persist and type_ in setting("INBOX_TYPES")
+    if not isinstance(inbox, bool):
+        raise EnvelopeError(f"inbox must be True, False or None, got {inbox!r}.")
+    if inbox and not persist:
+        raise EnvelopeError("inbox=True needs persist=True: inbox items are stored to be read later.")
+    return inbox
 
 
 def _check_key(key, persist):

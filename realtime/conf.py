@@ -68,6 +68,14 @@ DEFAULTS = {
     # transaction) that touch more streams than this travel as one layer
     # message to every server process instead of one per stream.
     "WIDE_PUSH_STREAMS": 16,
+    # Message types that are inbox items unless notify(..., inbox=False) says
+    # otherwise (admin notices always are); see docs/inbox.md.
+    "INBOX_TYPES": [],
+    # Dotted path to ``(user) -> list[str]``: the streams whose inbox items
+    # make up a user's inbox (default: the user's DEFAULT_STREAMS).
+    "INBOX_STREAMS": "realtime.inbox.default_inbox_streams",
+    # Items one inbox request may name (mark read, archive).
+    "INBOX_MAX_ITEMS": 500,
     # HTTP publish API (``POST <realtime urls>/api/publish``): largest request body, in bytes
     # (room for a full batch of ordinary messages).
     "PUBLISH_MAX_BODY": 1024 * 1024,
@@ -120,6 +128,7 @@ def get_config():
         "MAX_OUTBOUND_BUFFER",
         "REPLAY_BATCH",
         "WIDE_PUSH_STREAMS",
+        "INBOX_MAX_ITEMS",
     ):
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -171,6 +180,12 @@ def get_config():
             )
     _validate_publish_tokens(config["PUBLISH_TOKENS"])
     _validate_presence(config["PRESENCE"])
+    types = config["INBOX_TYPES"]
+    if not isinstance(types, (list, tuple, set, frozenset)) or not all(isinstance(t, str) for t in types):
+        raise RealtimeConfigError(
+            f'settings.REALTIME["INBOX_TYPES"] must be a list of message types, got {types!r}.'
+        )
+    config["INBOX_TYPES"] = frozenset(types)
     return config
 
 

@@ -161,17 +161,18 @@ def now_iso():
     return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def build(type_, stream, seq, payload_json, *, id="", ts=None):
+def build(type_, stream, seq, payload_json, *, id="", ts=None, inbox=False):
     """Assemble an envelope's JSON text around an already encoded payload.
 
     Only ``type``, ``stream``, ``id`` and ``ts`` are encoded here; they are
-    short, so a fan-out to many streams pays for the payload once.
+    short, so a fan-out to many streams pays for the payload once. An inbox
+    item (:mod:`realtime.inbox`) carries ``"inbox":true``.
     """
-    head, tail = halves(type_, stream, payload_json, id=id, ts=ts)
+    head, tail = halves(type_, stream, payload_json, id=id, ts=ts, inbox=inbox)
     return f"{head}{'null' if seq is None else int(seq)}{tail}"
 
 
-def halves(type_, stream, payload_json, *, id="", ts=None):
+def halves(type_, stream, payload_json, *, id="", ts=None, inbox=False):
     """The envelope's text before and after its seq.
 
     The log's single-statement append (:mod:`realtime.store`) lets the
@@ -179,22 +180,28 @@ def halves(type_, stream, payload_json, *, id="", ts=None):
     complete without a second round trip.
     """
     head = '{"type":%s,"stream":%s,"seq":' % (_dumps(type_), _dumps(stream))
-    tail = ',"id":%s,"ts":%s,"payload":%s}' % (_dumps(id), _dumps(ts or now_iso()), payload_json)
+    tail = ',"id":%s,"ts":%s,%s"payload":%s}' % (
+        _dumps(id),
+        _dumps(ts or now_iso()),
+        '"inbox":true,' if inbox else "",
+        payload_json,
+    )
     return head, tail
 
 
 #: The widest seq, id and timestamp an envelope can carry, for :func:`check_size`.
 _WIDEST = build("", "", 10**18, "", id="0" * 32, ts="2000-01-01T00:00:00.000Z")
+_INBOX_MARK = len('"inbox":true,')
 
 
-def check_size(type_, stream, payload_json, limit):
+def check_size(type_, stream, payload_json, limit, inbox=False):
     """Raise :class:`MessageTooLarge` if the envelope of ``payload_json`` can exceed ``limit`` bytes of UTF-8.
 
     Computed from the parts, without building the envelope: type and stream
     names are ASCII; seq, id and timestamp are counted at their widest.
     """
     # Cheap bound first: a str of n code points is at most 4n bytes of UTF-8.
-    fixed = len(_WIDEST) + len(type_) + len(stream)
+    fixed = len(_WIDEST) + len(type_) + len(stream) + (_INBOX_MARK if inbox else 0)
     if fixed + len(payload_json) * 4 <= limit:
         return
     size = fixed + len(payload_json.encode("utf-8"))

@@ -23,6 +23,11 @@ class Stream(models.Model):
 
     name = models.CharField(_("name"), max_length=150, unique=True)
     last_seq = models.BigIntegerField(_("last seq"), default=0)
+    # Inbox items get their own running number per stream (Message.inbox_seq),
+    # so unread counts subtract ordinals of inbox items only. Every inbox item
+    # up to inbox_floor has been pruned.
+    inbox_head = models.BigIntegerField(_("inbox items"), default=0)
+    inbox_floor = models.BigIntegerField(_("pruned inbox items"), default=0)
     epoch = models.CharField(_("epoch"), max_length=16, default=new_epoch)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
@@ -58,6 +63,9 @@ class Message(models.Model):
     idempotency_key = models.CharField(
         _("idempotency key"), max_length=200, null=True, blank=True
     )
+    # The item's number among its stream's inbox items (1, 2, 3 ...); None for
+    # messages that are not inbox items (realtime.inbox).
+    inbox_seq = models.BigIntegerField(_("inbox seq"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("message")
@@ -71,6 +79,14 @@ class Message(models.Model):
                 name="realtime_message_idempotency",
             ),
         ]
+        indexes = [
+            # An inbox page: one stream's newest inbox items, backwards from a cursor.
+            models.Index(
+                fields=["stream", "inbox_seq"],
+                condition=models.Q(inbox_seq__isnull=False),
+                name="realtime_message_inbox",
+            ),
+        ]
 
     def __str__(self):
         return f"{self.stream.name}#{self.seq} {self.type}"
@@ -79,6 +95,40 @@ class Message(models.Model):
     def payload(self):
         """The message payload, decoded from the stored envelope."""
         return json.loads(self.envelope)["payload"]
+
+
+class InboxState(models.Model):
+    """What one user has read of one stream's inbox items.
+
+    Every inbox item with ``inbox_seq <= read_upto`` is read; ``read`` lists
+    the read ones above it (kept short: reading the next item moves the
+    cursor), ``archived`` the archived ones anywhere (archived is read too).
+    Unread = the stream's ``inbox_head`` - ``max(read_upto, inbox_floor)`` -
+    the entries of ``read`` above the floor: one row per user and stream,
+    whatever the history's size, and nothing per recipient when a stream is
+    published to.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", verbose_name=_("user")
+    )
+    stream = models.ForeignKey(
+        Stream, on_delete=models.CASCADE, related_name="inbox_states", verbose_name=_("stream")
+    )
+    read_upto = models.BigIntegerField(_("read up to"), default=0)
+    read = models.JSONField(_("read above the cursor"), default=list, blank=True)
+    archived = models.JSONField(_("archived"), default=list, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("inbox state")
+        verbose_name_plural = _("inbox states")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "stream"], name="realtime_inbox_state_user_stream"),
+        ]
+
+    def __str__(self):
+        return f"{self.user} @ {self.stream}"
 
 
 def validate_stream_patterns(value):

@@ -59,7 +59,7 @@ def send(notice):
     if not streams:
         return []
     with transaction.atomic():
-        published = notify(streams, NOTICE_TYPE, payload(notice))
+        published = notify(streams, NOTICE_TYPE, payload(notice), inbox=True)
         now = timezone.now()
         Notice.objects.filter(pk=notice.pk).update(sent_at=now, send_count=F("send_count") + 1)
     notice.sent_at = now

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import F, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from . import envelope
@@ -58,12 +58,14 @@ class Published:
 
 
 class Entry(NamedTuple):
-    """One message to append: its stream, type, encoded payload and idempotency key."""
+    """One message to append: its stream, type, encoded payload, idempotency key,
+    and whether it is an inbox item (:mod:`realtime.inbox`)."""
 
     stream: str
     type: str
     payload_json: str
     key: str | None = None
+    inbox: bool = False
 
 
 def db_alias():
@@ -119,15 +121,17 @@ def _append_one_postgresql(connection, entry, stamp):
     """One message to an existing stream in one round trip; None if the stream does not exist yet."""
     streams, messages = _tables(connection)
     message_id = uuid.uuid4().hex
-    head, tail = envelope.halves(entry.type, entry.stream, entry.payload_json, id=message_id, ts=_iso(stamp))
+    head, tail = envelope.halves(
+        entry.type, entry.stream, entry.payload_json, id=message_id, ts=_iso(stamp), inbox=entry.inbox
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH s AS (UPDATE {streams} SET last_seq = last_seq + 1 WHERE name = %s "
-            f"RETURNING id, last_seq) "
-            f"INSERT INTO {messages} (stream_id, seq, type, envelope, created_at, idempotency_key) "
-            f"SELECT s.id, s.last_seq, %s, %s::text || s.last_seq::text || %s::text, %s, NULL "
-            f"FROM s RETURNING seq",
-            [entry.stream, entry.type, head, tail, stamp],
+            f"WITH s AS (UPDATE {streams} SET last_seq = last_seq + 1, inbox_head = inbox_head + %s "
+            f"WHERE name = %s RETURNING id, last_seq, inbox_head) "
+            f"INSERT INTO {messages} (stream_id, seq, type, envelope, created_at, idempotency_key, inbox_seq) "
+            f"SELECT s.id, s.last_seq, %s, %s::text || s.last_seq::text || %s::text, %s, NULL, "
+            f"CASE WHEN %s THEN s.inbox_head END FROM s RETURNING seq",
+            [int(entry.inbox), entry.stream, entry.type, head, tail, stamp, entry.inbox],
         )
         row = cursor.fetchone()
     if row is None:
@@ -148,13 +152,14 @@ def _append_one_sqlite(connection, entry, stamp):
     if connection.queries_logged:
         with transaction.atomic(using=connection.alias, savepoint=False), connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {streams} SET last_seq = last_seq + 1 WHERE name = %s RETURNING id, last_seq",
-                [entry.stream],
+                f"UPDATE {streams} SET last_seq = last_seq + 1, inbox_head = inbox_head + %s "
+                f"WHERE name = %s RETURNING id, last_seq, inbox_head",
+                [int(entry.inbox), entry.stream],
             )
             row = cursor.fetchone()
             if row is None:
                 return None
-            result, values = _row(connection, entry, row[0], row[1], stamp)
+            result, values = _row(connection, entry, row[0], row[1], row[2], stamp)
             _insert(connection, [values])
             return result
     connection.ensure_connection()
@@ -167,18 +172,18 @@ def _append_one_sqlite(connection, entry, stamp):
             if own:
                 cursor.execute("BEGIN IMMEDIATE")
             cursor.execute(
-                f"UPDATE {streams} SET last_seq = last_seq + 1 WHERE name = ? RETURNING id, last_seq",
-                (entry.stream,),
+                f"UPDATE {streams} SET last_seq = last_seq + 1, inbox_head = inbox_head + ? "
+                "WHERE name = ? RETURNING id, last_seq, inbox_head",
+                (int(entry.inbox), entry.stream),
             )
             row = cursor.fetchone()
             if row is None:
                 if own:
                     cursor.execute("ROLLBACK")
                 return None
-            result, values = _row(connection, entry, row[0], row[1], stamp)
+            result, values = _row(connection, entry, row[0], row[1], row[2], stamp)
             cursor.execute(
-                f"INSERT INTO {messages} (stream_id, seq, type, envelope, created_at, idempotency_key) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO {messages} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
             if own:
@@ -192,10 +197,18 @@ def _append_one_sqlite(connection, entry, stamp):
             cursor.close()
 
 
-def _row(connection, entry, stream_pk, seq, stamp):
-    """The :class:`Published` of ``entry`` at ``seq`` and its message row's values."""
+_COLUMNS = "stream_id, seq, type, envelope, created_at, idempotency_key, inbox_seq"
+
+
+def _row(connection, entry, stream_pk, seq, inbox_head, stamp):
+    """The :class:`Published` of ``entry`` at ``seq`` and its message row's values.
+
+    ``inbox_head`` is the stream's inbox count including this entry.
+    """
     message_id = uuid.uuid4().hex
-    text = envelope.build(entry.type, entry.stream, seq, entry.payload_json, id=message_id, ts=_iso(stamp))
+    text = envelope.build(
+        entry.type, entry.stream, seq, entry.payload_json, id=message_id, ts=_iso(stamp), inbox=entry.inbox
+    )
     values = (
         stream_pk,
         seq,
@@ -203,6 +216,7 @@ def _row(connection, entry, stream_pk, seq, stamp):
         text,
         connection.ops.adapt_datetimefield_value(stamp),
         entry.key,
+        inbox_head if entry.inbox else None,
     )
     return Published(entry.stream, seq, message_id, text), values
 
@@ -212,10 +226,9 @@ def _insert(connection, rows):
     with connection.cursor() as cursor:
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start : start + CHUNK]
-            placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
+            placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
             cursor.execute(
-                f"INSERT INTO {messages} (stream_id, seq, type, envelope, created_at, idempotency_key) "
-                f"VALUES {placeholders}",
+                f"INSERT INTO {messages} ({_COLUMNS}) VALUES {placeholders}",
                 [value for row in chunk for value in row],
             )
 
@@ -230,33 +243,35 @@ class _Batch:
         self.names = sorted({entry.stream for entry in entries})
 
     def run(self):
-        heads = self._lock(self.names)  # {name: (pk, last_seq)}
+        heads = self._lock(self.names)  # {name: (pk, last_seq, inbox_head)}
         missing = [name for name in self.names if name not in heads]
         if missing:
             self._create(missing)
             heads.update(self._lock(missing))
         earlier = self._earlier_messages(heads)
-        results, rows, moved = [], [], {}
+        results, rows, moved = [], [], set()
         for entry in self.entries:
-            stream_pk, last = heads[entry.stream]
+            stream_pk, last, inbox_head = heads[entry.stream]
             if entry.key is not None and (entry.stream, entry.key) in earlier:
                 results.append(earlier[entry.stream, entry.key])
                 continue
-            seq = moved[entry.stream] = last + 1
-            heads[entry.stream] = (stream_pk, seq)
-            result, values = _row(self.connection, entry, stream_pk, seq, self.stamp)
+            seq = last + 1
+            inbox_head += entry.inbox
+            heads[entry.stream] = (stream_pk, seq, inbox_head)
+            moved.add(entry.stream)
+            result, values = _row(self.connection, entry, stream_pk, seq, inbox_head, self.stamp)
             results.append(result)
             rows.append(values)
             if entry.key is not None:
                 # A later entry with the same key on this stream is its retry.
                 earlier[entry.stream, entry.key] = Published(entry.stream, seq, result.id, result.text, created=False)
         if moved:
-            self._move([(heads[name][0], seq) for name, seq in moved.items()])
+            self._move([heads[name] for name in sorted(moved)])
             _insert(self.connection, rows)
         return results
 
     def _lock(self, names):
-        """Lock the rows of ``names`` that exist, in name order; return ``{name: (pk, last_seq)}``."""
+        """Lock the rows of ``names`` that exist, in name order; return ``{name: (pk, last_seq, inbox_head)}``."""
         streams, _ = _tables(self.connection)
         found = {}
         with self.connection.cursor() as cursor:
@@ -266,7 +281,7 @@ class _Batch:
                 if self.connection.vendor == "postgresql":
                     # ORDER BY before FOR UPDATE: rows are locked in name order.
                     sql = (
-                        f"SELECT id, name, last_seq FROM {streams} WHERE name IN ({marks}) "
+                        f"SELECT id, name, last_seq, inbox_head FROM {streams} WHERE name IN ({marks}) "
                         f"ORDER BY name FOR UPDATE"
                     )
                 else:
@@ -274,10 +289,10 @@ class _Batch:
                     # write that changes nothing takes the lock and reads.
                     sql = (
                         f"UPDATE {streams} SET last_seq = last_seq WHERE name IN ({marks}) "
-                        f"RETURNING id, name, last_seq"
+                        f"RETURNING id, name, last_seq, inbox_head"
                     )
                 cursor.execute(sql, chunk)
-                found.update((name, (pk, last_seq)) for pk, name, last_seq in cursor.fetchall())
+                found.update((name, (pk, last_seq, inbox)) for pk, name, last_seq, inbox in cursor.fetchall())
         return found
 
     def _create(self, names):
@@ -289,8 +304,8 @@ class _Batch:
             for start in range(0, len(names), CHUNK):
                 chunk = names[start : start + CHUNK]
                 cursor.execute(
-                    f"INSERT INTO {streams} (name, last_seq, epoch, created_at) VALUES "
-                    + ", ".join(["(%s, 0, %s, %s)"] * len(chunk))
+                    f"INSERT INTO {streams} (name, last_seq, inbox_head, inbox_floor, epoch, created_at) VALUES "
+                    + ", ".join(["(%s, 0, 0, 0, %s, %s)"] * len(chunk))
                     + " ON CONFLICT (name) DO NOTHING",
                     [value for name in chunk for value in (name, new_epoch(), stamp)],
                 )
@@ -320,14 +335,14 @@ class _Batch:
         return found
 
     def _move(self, counters):
-        """Set each stream's ``last_seq``: ``counters`` is ``[(pk, last_seq)]``."""
+        """Set each stream's counters: ``counters`` is ``[(pk, last_seq, inbox_head)]``."""
         streams, _ = _tables(self.connection)
         with self.connection.cursor() as cursor:
             for start in range(0, len(counters), CHUNK):
                 chunk = counters[start : start + CHUNK]
                 cursor.execute(
-                    f"UPDATE {streams} SET last_seq = v.column2 FROM (VALUES "
-                    + ", ".join(["(%s, %s)"] * len(chunk))
+                    f"UPDATE {streams} SET last_seq = v.column2, inbox_head = v.column3 FROM (VALUES "
+                    + ", ".join(["(%s, %s, %s)"] * len(chunk))
                     + f") AS v WHERE {streams}.id = v.column1",
                     [value for pair in chunk for value in pair],
                 )
@@ -345,11 +360,14 @@ def _append_portable(using, entries, stamp):
                     streams.create(name=name, last_seq=0)
             except IntegrityError:
                 streams.filter(name=name).update(last_seq=F("last_seq"))
-    heads = {name: (pk, last) for pk, name, last in streams.filter(name__in=names).values_list("pk", "name", "last_seq")}
+    heads = {
+        name: (pk, last, inbox)
+        for pk, name, last, inbox in streams.filter(name__in=names).values_list("pk", "name", "last_seq", "inbox_head")
+    }
     results, rows, earlier = [], [], {}
     connection = connections[using]
     for entry in entries:
-        stream_pk, last = heads[entry.stream]
+        stream_pk, last, inbox_head = heads[entry.stream]
         if entry.key is not None:
             if (entry.stream, entry.key) not in earlier:
                 stored = (
@@ -365,15 +383,18 @@ def _append_portable(using, entries, stamp):
             if (entry.stream, entry.key) in earlier:
                 results.append(earlier[entry.stream, entry.key])
                 continue
-        heads[entry.stream] = (stream_pk, last + 1)
-        result, _values = _row(connection, entry, stream_pk, last + 1, stamp)
+        inbox_head += entry.inbox
+        heads[entry.stream] = (stream_pk, last + 1, inbox_head)
+        result, _values = _row(connection, entry, stream_pk, last + 1, inbox_head, stamp)
         results.append(result)
         rows.append(Message(stream_id=stream_pk, seq=last + 1, type=entry.type, envelope=result.text,
-                            created_at=stamp, idempotency_key=entry.key))
+                            created_at=stamp, idempotency_key=entry.key,
+                            inbox_seq=inbox_head if entry.inbox else None))
         if entry.key is not None:
             earlier[entry.stream, entry.key] = Published(entry.stream, last + 1, result.id, result.text, created=False)
     for name in names:
-        streams.filter(pk=heads[name][0]).update(last_seq=heads[name][1])
+        pk, last, inbox_head = heads[name]
+        streams.filter(pk=pk).update(last_seq=last, inbox_head=inbox_head)
     Message.objects.using(using).bulk_create(rows, batch_size=CHUNK)
     return results
 
@@ -418,13 +439,21 @@ def read_after(name, after, limit, using=None):
 
 
 def reset(name, using=None):
-    """Delete a stream's history and give it a new epoch; return the epoch (None: no such stream)."""
+    """Delete a stream's history and give it a new epoch; return the epoch (None: no such stream).
+
+    Its inbox starts again too: counters at zero, read states dropped.
+    """
+    from .models import InboxState
+
     using = using or db_alias()
     epoch = new_epoch()
     with transaction.atomic(using=using):
-        if not Stream.objects.using(using).filter(name=name).update(last_seq=0, epoch=epoch):
+        if not Stream.objects.using(using).filter(name=name).update(
+            last_seq=0, inbox_head=0, inbox_floor=0, epoch=epoch
+        ):
             return None
         Message.objects.using(using).filter(stream__name=name).delete()
+        InboxState.objects.using(using).filter(stream__name=name).delete()
     return epoch
 
 
@@ -432,7 +461,9 @@ def prune(*, max_age=None, max_count=None, now=None, using=None):
     """Delete log entries older than ``max_age`` seconds or beyond ``max_count`` per stream.
 
     The newest message of every stream is always kept, so its seq stays
-    readable. Returns the number of messages deleted.
+    readable. A stream's ``inbox_floor`` rises past the inbox items deleted,
+    so unread counts stop counting them. Returns the number of messages
+    deleted.
     """
     if max_age is None and max_count is None:
         return 0
@@ -445,9 +476,11 @@ def prune(*, max_age=None, max_count=None, now=None, using=None):
             expired |= Q(seq__lte=last_seq - max_count)
         if max_age is not None:
             expired |= Q(created_at__lt=now - datetime.timedelta(seconds=max_age))
-        deleted += (
-            Message.objects.using(using)
-            .filter(expired, stream_id=stream_pk, seq__lt=last_seq)
-            .delete()[0]
-        )
+        doomed = Message.objects.using(using).filter(expired, stream_id=stream_pk, seq__lt=last_seq)
+        with transaction.atomic(using=using):
+            # Items are pruned oldest first, so the floor is the last one deleted.
+            floor = doomed.filter(inbox_seq__isnull=False).aggregate(floor=Max("inbox_seq"))["floor"]
+            deleted += doomed.delete()[0]
+            if floor is not None:
+                Stream.objects.using(using).filter(pk=stream_pk, inbox_floor__lt=floor).update(inbox_floor=floor)
     return deleted

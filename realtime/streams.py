@@ -102,7 +102,8 @@ def default_authorize(user, stream):
     return stream == user_stream(user)
 
 
-def _load(key):
+def load_hook(key):
+    """The callable a ``REALTIME`` key names (a dotted path, or the callable itself)."""
     path = setting(key)
     if callable(path):
         return path
@@ -116,12 +117,12 @@ def _load(key):
 
 def default_streams_of(user):
     """The configured ``DEFAULT_STREAMS`` of ``user``, from sync code (views, template tags)."""
-    return [validate_stream(name) for name in _load("DEFAULT_STREAMS")(user)]
+    return [validate_stream(name) for name in load_hook("DEFAULT_STREAMS")(user)]
 
 
 async def authorize(user, stream):
     """Ask the configured ``AUTHORIZE`` hook whether ``user`` may read ``stream``."""
-    check = _load("AUTHORIZE")
+    check = load_hook("AUTHORIZE")
     if check is default_authorize:
         return default_authorize(user, stream)
     if inspect.iscoroutinefunction(check):
@@ -131,7 +132,7 @@ async def authorize(user, stream):
 
 async def streams_for(user):
     """The configured ``DEFAULT_STREAMS`` for a new connection of ``user``."""
-    func = _load("DEFAULT_STREAMS")
+    func = load_hook("DEFAULT_STREAMS")
     if func is default_streams:
         names = default_streams(user)
     elif inspect.iscoroutinefunction(func):

@@ -2,10 +2,15 @@
 
 from django.urls import path
 
-from . import views
+from . import inbox_views, views
 
 app_name = "realtime"
 
 urlpatterns = [
     path("api/publish", views.publish, name="publish"),
+    path("inbox/", inbox_views.page, name="inbox"),
+    path("inbox/count", inbox_views.count, name="inbox-count"),
+    path("inbox/read", inbox_views.read, name="inbox-read"),
+    path("inbox/read-all", inbox_views.read_all, name="inbox-read-all"),
+    path("inbox/archive", inbox_views.archive, name="inbox-archive"),
 ]

@@ -48,3 +48,21 @@ def test_online_now_page_survives_an_unreachable_presence_store(admin, settings)
 def test_online_now_page_needs_admin(client, people):
     client.force_login(people[1])
     assert client.get("/admin/realtime/stream/online/").status_code == 302
+
+
+def test_a_users_inbox_state_is_visible_read_only(admin):
+    from django.contrib.auth.models import User
+
+    from realtime import inbox, notify
+
+    ann = User.objects.create_user("ann")
+    for n in range(3):
+        notify(ann, "mention", {"n": n}, inbox=True)
+    inbox.mark_read(ann, [(f"user:{ann.pk}", 2)])
+    page = admin.get("/admin/realtime/inboxstate/?q=ann")
+    assert page.status_code == 200
+    assert f"user:{ann.pk}" in page.content.decode()
+    rows = page.context["cl"].result_list
+    assert [(r.user.username, page.context["cl"].model_admin.unread(r)) for r in rows if r.stream.name.startswith("user:")] == [("ann", 2)]
+    assert admin.post(f"/admin/realtime/inboxstate/{rows[0].pk}/change/", {}).status_code == 403
+    assert admin.get("/admin/realtime/inboxstate/add/").status_code == 403

@@ -42,6 +42,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--idempotency-key", help=_("Publish at most once per stream for this key."))
         parser.add_argument(
+            "--no-inbox",
+            action="store_true",
+            help=_("Do not make it an inbox item (stored messages are, by default: unread counts, mark read)."),
+        )
+        parser.add_argument(
             "--store-only",
             action="store_true",
             help=_(
@@ -63,6 +68,7 @@ class Command(BaseCommand):
                 payload,
                 persist=not options["ephemeral"],
                 idempotency_key=options["idempotency_key"],
+                inbox=not (options["ephemeral"] or options["no_inbox"]),
             )
         except RealtimeError as exc:
             raise CommandError(str(exc)) from exc
