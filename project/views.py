@@ -44,6 +44,7 @@ def send_notice(request):
             "level": data["level"],
             "sender": request.user.get_username(),
         },
+        inbox=True,  # the header's bell lists it until it is read
     )
     username = form.recipient.get_username() if form.recipient else None
     if wants_json:

@@ -49,8 +49,9 @@ def test_black_hole_is_detected_by_missed_pongs_and_healed(live, open_page, publ
     page.wait_for_timeout(1200)
     assert notices(page) == [0]
 
-    hole.restore()
+    # Read the clock first: the reconnect may land before a read after restore().
     restored = page.evaluate("performance.now()")
+    hole.restore()
     wait_until(page, "rec.messages.length >= 11")
     page.wait_for_timeout(4 * HEARTBEAT)
 

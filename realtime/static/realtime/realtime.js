@@ -9,6 +9,9 @@
  * without a close frame, and pongs carry the server's stream heads so a
  * message lost on a healthy-looking link is asked for again.
  *
+ * `client.inbox` keeps the signed-in user's unread count live and wraps the
+ * inbox's HTTP endpoints (pages, mark read, archive).
+ *
  * The wire protocol is described in docs/protocol.md, this client in
  * docs/client.md. No dependencies, no build step: import it as an ES module.
  *
@@ -47,6 +50,27 @@
  * @property {number} [connectTimeout=10000]  Give up on an attempt that got no `welcome` within this many ms.
  * @property {(info: CloseInfo) => boolean} [shouldReconnect]  Retry after this close? Default: {@link defaultShouldReconnect}.
  * @property {Positions} [positions]  Where to resume from on the first connect (the template tag renders them).
+ * @property {InboxOptions} [inbox]  Where the signed-in user's inbox is; without `url` the inbox is off.
+ *
+ * @typedef {object} InboxOptions
+ * @property {string} [url]  The inbox endpoint (`{% url 'realtime:inbox' %}`); the others sit beside it.
+ * @property {string} [csrfToken]  Django's CSRF token, used when the CSRF cookie cannot be read.
+ * @property {string} [csrfCookie="csrftoken"]  Name of the cookie that holds the CSRF token.
+ * @property {string} [csrfHeader="X-CSRFToken"]  Header that carries it.
+ * @property {Counts & {ts?: string}} [unread]  The counts when the page was rendered, taken at `ts`.
+ *
+ * @typedef {object} Counts  Unread inbox items.
+ * @property {number} total
+ * @property {Object<string, number>} streams  Per stream of the user's inbox.
+ *
+ * @typedef {object} ItemRef  An inbox item: an item of a page, an `item` event's message, or just these two fields.
+ * @property {string} stream
+ * @property {number} seq
+ *
+ * @typedef {object} InboxPage
+ * @property {Array<Envelope & {read: boolean}>} items  Newest first.
+ * @property {string | null} next  Pass as `before` for the following page; null on the last.
+ * @property {Counts} unread
  */
 
 /** @type {Readonly<Object<string, State>>} */
@@ -167,34 +191,91 @@ function envelopeProblem(data) {
   return null;
 }
 
+/** The base URL relative URLs resolve against. */
+function documentBase() {
+  return typeof document !== "undefined" ? document.baseURI : globalThis.location?.href;
+}
+
 function resolveUrl(url) {
-  const base = typeof document !== "undefined" ? document.baseURI : globalThis.location?.href;
-  const resolved = new URL(url, base);
+  const resolved = new URL(url, documentBase());
   if (resolved.protocol === "http:") resolved.protocol = "ws:";
   else if (resolved.protocol === "https:") resolved.protocol = "wss:";
   return resolved;
 }
 
 /**
+ * Handlers by event name, shared by the client and its inbox. A handler that
+ * throws is logged and reported as an `error` event; the others still run.
+ */
+class Emitter {
+  constructor() {
+    /** @type {Map<string, Set<Function>>} */
+    this._handlers = new Map();
+  }
+
+  /**
+   * Call `handler` with the detail of every event `type`.
+   *
+   * @param {string} type
+   * @param {Function} handler
+   * @returns {() => void} A function that removes the handler.
+   */
+  on(type, handler) {
+    if (!this._handlers.has(type)) this._handlers.set(type, new Set());
+    this._handlers.get(type).add(handler);
+    return () => this.off(type, handler);
+  }
+
+  /**
+   * Remove a handler added with `on`.
+   *
+   * @param {string} type
+   * @param {Function} handler
+   */
+  off(type, handler) {
+    this._handlers.get(type)?.delete(handler);
+  }
+
+  _emit(type, detail) {
+    this._call(type, this._handlers.get(type), detail);
+  }
+
+  _call(type, handlers, detail) {
+    if (handlers === undefined) return;
+    for (const handler of [...handlers]) {
+      try {
+        handler(detail);
+      } catch (error) {
+        // One broken handler must not silence the others or later messages.
+        console.error(`realtime: a handler for "${type}" threw`, error);
+        if (type !== "error") this._emit("error", { kind: "handler", event: type, error });
+      }
+    }
+  }
+}
+
+/**
  * A WebSocket connection to the realtime server that reconnects, resumes
  * where it left off and delivers each message once, in order.
+ *
+ * Events (`on(type, handler)`): `state`, `open`, `message`, `invalid`,
+ * `resync`, `error`, `close`, and every message type. See docs/client.md.
  */
-export class RealtimeClient {
+export class RealtimeClient extends Emitter {
   /**
    * Create a client; nothing happens until {@link RealtimeClient#connect}.
    *
    * @param {Options} [options]
    */
   constructor(options = {}) {
-    /** @type {Required<Omit<Options, "positions" | "heartbeatInterval">> & {heartbeatInterval: number | null}} */
+    super();
+    /** @type {Required<Omit<Options, "positions" | "heartbeatInterval" | "inbox">> & {heartbeatInterval: number | null}} */
     this.options = { ...DEFAULTS, shouldReconnect: defaultShouldReconnect };
     for (const [key, value] of Object.entries(options)) {
-      if (key !== "positions" && value !== undefined && value !== null) this.options[key] = value;
+      if (key !== "positions" && key !== "inbox" && value !== undefined && value !== null) this.options[key] = value;
     }
     /** @type {State} */
     this._state = STATES.IDLE;
-    /** @type {Map<string, Set<Function>>} */
-    this._handlers = new Map();
     /** @type {Map<string, Set<Function>>} Handlers given to subscribe(), per stream. */
     this._streamHandlers = new Map();
     /** @type {Set<string>} Streams asked for with subscribe(). */
@@ -213,6 +294,8 @@ export class RealtimeClient {
     this._generation = 0;
     this._attempt = 0;
     this._welcomed = false;
+    // The server's time when the current connection was welcomed (its `ts`), for the inbox.
+    this._welcomedAt = null;
     this._retryAt = null;
     this._pingId = 0;
     this._pingOutstanding = false;
@@ -233,6 +316,9 @@ export class RealtimeClient {
     const positions = options.positions || {};
     for (const [name, seq] of Object.entries(positions.streams || {})) this._last.set(name, seq);
     for (const [name, epoch] of Object.entries(positions.epochs || {})) if (epoch) this._epochs.set(name, epoch);
+
+    /** The signed-in user's inbox: unread counts, pages, mark read, archive. */
+    this.inbox = new Inbox(this, options.inbox);
   }
 
   /**
@@ -255,6 +341,13 @@ export class RealtimeClient {
       minUptime: number(data.minUptime),
       connectTimeout: number(data.connectTimeout),
       positions: data.positions ? JSON.parse(data.positions) : undefined,
+      inbox: {
+        url: data.inboxUrl,
+        unread: data.inboxUnread ? JSON.parse(data.inboxUnread) : undefined,
+        csrfToken: data.csrfToken,
+        csrfCookie: data.csrfCookie,
+        csrfHeader: data.csrfHeader,
+      },
     });
     script.realtimeClient = client;
     if (data.global) window[data.global] = client;
@@ -282,33 +375,6 @@ export class RealtimeClient {
     return { streams: Object.fromEntries(this._last), epochs: Object.fromEntries(this._epochs) };
   }
 
-  // Events -------------------------------------------------------------------
-
-  /**
-   * Call `handler` for an event of the client (`state`, `open`, `message`,
-   * `invalid`, `resync`, `error`, `close`) or for every message of a type.
-   * Handlers get one argument: the event's detail or the message envelope.
-   *
-   * @param {string} type
-   * @param {Function} handler
-   * @returns {() => void} A function that removes the handler.
-   */
-  on(type, handler) {
-    if (!this._handlers.has(type)) this._handlers.set(type, new Set());
-    this._handlers.get(type).add(handler);
-    return () => this.off(type, handler);
-  }
-
-  /**
-   * Remove a handler added with {@link RealtimeClient#on}.
-   *
-   * @param {string} type
-   * @param {Function} handler
-   */
-  off(type, handler) {
-    this._handlers.get(type)?.delete(handler);
-  }
-
   /**
    * Resolve once the client is open and the server's `welcome` arrived;
    * reject if the client closes for good first.
@@ -329,23 +395,6 @@ export class RealtimeClient {
       };
       this.on("state", onState);
     });
-  }
-
-  _emit(type, detail) {
-    this._call(type, this._handlers.get(type), detail);
-  }
-
-  _call(type, handlers, detail) {
-    if (handlers === undefined) return;
-    for (const handler of [...handlers]) {
-      try {
-        handler(detail);
-      } catch (error) {
-        // One broken handler must not silence the others or later messages.
-        console.error(`realtime: a handler for "${type}" threw`, error);
-        if (type !== "error") this._emit("error", { kind: "handler", event: type, error });
-      }
-    }
   }
 
   // Streams ------------------------------------------------------------------
@@ -725,7 +774,7 @@ export class RealtimeClient {
     const payload = frame.payload;
     switch (frame.type) {
       case "welcome":
-        this._onWelcome(payload);
+        this._onWelcome(payload, frame.ts);
         break;
       case "pong":
         this._onPong(payload);
@@ -764,9 +813,10 @@ export class RealtimeClient {
     this._healing.delete(stream);
   }
 
-  _onWelcome(payload) {
+  _onWelcome(payload, ts) {
     this._clearConnectTimer();
     this._welcomed = true;
+    this._welcomedAt = serverTime(ts);
     for (const [name, seq] of Object.entries(payload.streams || {})) {
       this._setPosition(name, seq, (payload.epochs || {})[name]);
     }
@@ -810,6 +860,13 @@ export class RealtimeClient {
     this._send({ type: "resume", streams, epochs });
   }
 
+  _onResync(stream) {
+    // The stream's seqs may start again from 1 (a reset): forget the items seen on it.
+    this._recent = this._recent.filter((item) => item.stream !== stream);
+    this._seen = new Set(this._recent.map((item) => `${item.stream}\n${item.seq}`));
+    if (this._counts === null || this._counts.has(stream)) this._recountInBackground();
+  }
+
   _onMessage(message) {
     const { stream, seq } = message;
     if (seq !== null) {
@@ -846,6 +903,381 @@ export class RealtimeClient {
       return false;
     }
   }
+}
+
+// The inbox -------------------------------------------------------------------
+
+/** The message type that tells a user's clients their inbox changed (Python: `realtime.inbox.CHANGED`). */
+export const INBOX_CHANGED = "inbox.changed";
+
+// Attempts at a recount that inbox traffic keeps spoiling; then the messages alone keep the count.
+const RECOUNT_ATTEMPTS = 3;
+// Items remembered (per inbox) to add back onto counts that are older than they are.
+const RECENT_ITEMS = 500;
+
+/** A failed inbox request: `status` 0 when the server was not reached, `code` the server's error code. */
+export class InboxRequestError extends Error {
+  /**
+   * @param {string} message
+   * @param {{status: number, code: string, cause?: *}} detail
+   */
+  constructor(message, { status, code, cause }) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = "InboxRequestError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/**
+ * The signed-in user's inbox, as `client.inbox`: the unread count kept live,
+ * and the HTTP endpoints to page through items, mark them read and archive
+ * them.
+ *
+ * The count is per stream of the inbox. An arriving message with
+ * `inbox: true` adds one; an `inbox.changed` message on the user's stream
+ * (any tab or device acted) sets it; after every (re)connect, and a resync of
+ * one of its streams, it is fetched again, so a device that was away comes
+ * back right. Server times order them, whatever order they arrive in (streams
+ * are replayed one after the other): a count is not replaced by an older
+ * one, an item a count already includes is not added again, and a count is
+ * fetched again if inbox messages arrived while it was on its way.
+ *
+ * Events (`on(type, handler)`): `count` ({total, streams, oldTotal}), `item`
+ * (the message of a new inbox item), `change` (the `inbox.changed` message),
+ * `error` ({kind: "request" | "handler", ...}). Off (`enabled` false, no
+ * requests) without `url`: for anonymous visitors.
+ */
+export class Inbox extends Emitter {
+  /**
+   * Created by the client; use `client.inbox`.
+   *
+   * @param {RealtimeClient} client
+   * @param {InboxOptions} [options]
+   */
+  constructor(client, options = {}) {
+    super();
+    this._client = client;
+    this._url = options.url ? new URL(options.url, documentBase()) : null;
+    this._csrfToken = options.csrfToken || "";
+    this._csrfCookie = options.csrfCookie || "csrftoken";
+    this._csrfHeader = options.csrfHeader || "X-CSRFToken";
+    /** @type {Map<string, number> | null} Unread per stream; null until known. */
+    this._counts = null;
+    // Server time (ms) up to which the counts include every item; items from
+    // before it are not added again, counts from before it are not taken.
+    this._countedAt = null;
+    /** @type {Array<{stream: string, seq: number, at: number | null}>} Items seen, oldest first. */
+    this._recent = [];
+    this._seen = new Set();
+    // Bumped by every item and change: a count fetched while it moved may be older than they are.
+    this._activity = 0;
+    // The newest server time (ms) of a message this client received.
+    this._newest = null;
+    this._userStream = null;
+    this._recounting = null;
+    if (!this._url) return;
+    const unread = options.unread && countsFrom(options.unread);
+    if (unread) this._setCounts(unread, serverTime(options.unread.ts));
+    client.on("open", (welcome) => this._onOpen(welcome));
+    client.on("message", (message) => this._onMessage(message));
+    client.on("resync", ({ stream }) => this._onResync(stream));
+  }
+
+  /** @returns {boolean} Whether the inbox is on (a signed-in user, the endpoints known). */
+  get enabled() {
+    return this._url !== null;
+  }
+
+  /** @returns {number | null} Unread items in the whole inbox; null until known. */
+  get count() {
+    return this._counts === null ? null : sum(this._counts);
+  }
+
+  /** @returns {Counts | null} A copy of the unread counts; null until known. */
+  get counts() {
+    return this._counts === null ? null : { total: sum(this._counts), streams: Object.fromEntries(this._counts) };
+  }
+
+  /**
+   * Unread items of one stream of the inbox.
+   *
+   * @param {string} stream
+   * @returns {number | null} 0 for a stream that is not part of the inbox; null until known.
+   */
+  countFor(stream) {
+    return this._counts === null ? null : this._counts.get(stream) || 0;
+  }
+
+  /**
+   * A page of the inbox, newest first.
+   *
+   * @param {{before?: string | null, limit?: number}} [options]  `before`: the previous page's `next`.
+   * @returns {Promise<InboxPage>}
+   */
+  async items({ before = null, limit } = {}) {
+    const query = new URLSearchParams();
+    if (before) query.set("before", before);
+    if (limit !== undefined) query.set("limit", String(limit));
+    const mark = this._mark();
+    const data = await this._request("GET", "", undefined, query);
+    if (!Array.isArray(data.items)) throw new InboxRequestError("realtime: the inbox page has no items", { status: 200, code: "invalid" });
+    this._tookCounts(data.unread, mark);
+    return data;
+  }
+
+  /**
+   * Mark items read.
+   *
+   * @param {Array<ItemRef | [string, number]>} items
+   * @returns {Promise<Counts>} The counts after the change.
+   */
+  async markRead(items) {
+    return this._change("read", { items: refsOf(items) });
+  }
+
+  /**
+   * Archive items: they are read and no longer listed.
+   *
+   * @param {Array<ItemRef | [string, number]>} items
+   * @returns {Promise<Counts>} The counts after the change.
+   */
+  async archive(items) {
+    return this._change("archive", { items: refsOf(items) });
+  }
+
+  /**
+   * Mark every item read, or every item of one stream.
+   *
+   * @param {string} [stream]
+   * @returns {Promise<Counts>} The counts after the change.
+   */
+  async markAllRead(stream) {
+    return this._change("read-all", stream === undefined ? {} : { stream });
+  }
+
+  /**
+   * Fetch the counts again (the inbox does after every connect).
+   *
+   * @returns {Promise<Counts | null>} The counts, once taken at a moment no inbox message arrived.
+   */
+  refresh() {
+    if (this._recounting === null) {
+      this._recounting = this._recount().finally(() => {
+        this._recounting = null;
+      });
+    }
+    return this._recounting;
+  }
+
+  // Counts -------------------------------------------------------------------
+
+  /**
+   * Replace the counts and emit `count` when they changed. The one place they change.
+   *
+   * @param {Map<string, number>} counts
+   * @param {number | null} countedAt  Server time (ms) the counts include every item up to.
+   */
+  _setCounts(counts, countedAt) {
+    if (countedAt !== null && (this._countedAt === null || countedAt > this._countedAt)) this._countedAt = countedAt;
+    const old = this._counts;
+    this._counts = counts;
+    if (old !== null && old.size === counts.size && [...counts].every(([name, n]) => old.get(name) === n)) return;
+    this._emit("count", { total: sum(counts), streams: Object.fromEntries(counts), oldTotal: old === null ? null : sum(old) });
+  }
+
+  // Taken as a request leaves: how busy the inbox was, and a server time the
+  // server will count after (the newest it told the client: the welcome, or
+  // the newest message).
+  _mark() {
+    const welcomedAt = this._client._welcomedAt;
+    const seenAt = welcomedAt !== null && (this._newest === null || welcomedAt > this._newest) ? welcomedAt : this._newest;
+    return { activity: this._activity, seenAt };
+  }
+
+  // Counts from an HTTP answer: taken only when no inbox message arrived while
+  // it was on its way, since the answer may be older or newer than that message.
+  _tookCounts(unread, mark) {
+    const counts = countsFrom(unread);
+    if (counts === null || mark.activity !== this._activity) return false;
+    this._setCounts(counts, mark.seenAt);
+    return true;
+  }
+
+  async _recount() {
+    for (let attempt = 1; ; attempt += 1) {
+      const mark = this._mark();
+      const data = await this._request("GET", "count");
+      if (this._tookCounts(data, mark) || attempt >= RECOUNT_ATTEMPTS) return this.counts;
+    }
+  }
+
+  _recountInBackground() {
+    this.refresh().catch((error) => this._failed(error));
+  }
+
+  _onOpen(welcome) {
+    this._userStream = welcome && welcome.user !== null && welcome.user !== undefined ? `user:${welcome.user}` : null;
+    this._recountInBackground();
+  }
+
+  _onResync(stream) {
+    // The stream's seqs may start again from 1 (a reset): forget the items seen on it.
+    this._recent = this._recent.filter((item) => item.stream !== stream);
+    this._seen = new Set(this._recent.map((item) => `${item.stream}\n${item.seq}`));
+    if (this._counts === null || this._counts.has(stream)) this._recountInBackground();
+  }
+
+  _onMessage(message) {
+    const at = serverTime(message.ts);
+    if (at !== null && (this._newest === null || at > this._newest)) this._newest = at;
+    if (message.type === INBOX_CHANGED && message.stream === this._userStream) {
+      this._onChanged(message);
+    } else if (message.inbox === true && Number.isInteger(message.seq)) {
+      this._onItem(message);
+    }
+  }
+
+  _onItem(message) {
+    const { stream, seq } = message;
+    const key = `${stream}\n${seq}`;
+    if (this._seen.has(key) || (this._counts !== null && !this._counts.has(stream))) return;
+    const at = serverTime(message.ts);
+    this._seen.add(key);
+    this._recent.push({ stream, seq, at });
+    if (this._recent.length > RECENT_ITEMS) {
+      const { stream: oldStream, seq: oldSeq } = this._recent.shift();
+      this._seen.delete(`${oldStream}\n${oldSeq}`);
+    }
+    this._activity += 1;
+    // An item from before the counts were taken is in them already (e.g. replayed after a recount).
+    if (this._counts !== null && !(at !== null && this._countedAt !== null && at <= this._countedAt)) {
+      const counts = new Map(this._counts);
+      counts.set(stream, counts.get(stream) + 1);
+      this._setCounts(counts, null);
+    }
+    this._emit("item", message);
+  }
+
+  _onChanged(message) {
+    this._activity += 1;
+    const counts = countsFrom(message.payload.unread);
+    const at = serverTime(message.ts);
+    if (counts === null) {
+      console.warn("realtime: ignoring an inbox.changed message without unread counts", message);
+    } else if (at === null || this._countedAt === null || at >= this._countedAt) {
+      // Newer than the counts held: take its counts plus the items that came after it.
+      for (const item of this._recent) {
+        if (item.at !== null && at !== null && item.at > at && counts.has(item.stream)) {
+          counts.set(item.stream, counts.get(item.stream) + 1);
+        }
+      }
+      this._setCounts(counts, at);
+    }
+    this._emit("change", message);
+  }
+
+  // Requests -----------------------------------------------------------------
+
+  async _change(endpoint, body) {
+    const mark = this._mark();
+    const data = await this._request("POST", endpoint, body);
+    // Usually this change's inbox.changed arrived first, and already set the counts.
+    this._tookCounts(data, mark);
+    return countsFrom(data) ? { total: data.total, streams: { ...data.streams } } : this.counts;
+  }
+
+  /**
+   * One JSON request to the inbox endpoint `endpoint` (relative to `url`).
+   *
+   * @returns {Promise<object>} The answer.
+   */
+  async _request(method, endpoint, body, query) {
+    if (!this._url) {
+      throw new InboxRequestError("realtime: the inbox is off (anonymous, or no inbox url given)", { status: 0, code: "disabled" });
+    }
+    const url = new URL(endpoint, this._url);
+    if (query) url.search = query.toString();
+    const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (method !== "GET") {
+      init.headers["Content-Type"] = "application/json";
+      init.headers[this._csrfHeader] = this._csrf();
+      init.body = JSON.stringify(body);
+      // Finishes even when the page is left right after (a notification's link was followed).
+      init.keepalive = true;
+    }
+    let response;
+    try {
+      response = await fetch(url, init);
+    } catch (error) {
+      throw new InboxRequestError(`realtime: the inbox request failed: ${error.message}`, { status: 0, code: "network", cause: error });
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (error) {
+      // Not JSON: a proxy's error page, Django's CSRF failure page.
+    }
+    const valid = data !== null && typeof data === "object" && !Array.isArray(data);
+    if (!response.ok || !valid) {
+      const code = valid && typeof data.error === "string" ? data.error : `http_${response.status}`;
+      const text = valid && typeof data.message === "string" ? data.message : `HTTP ${response.status}`;
+      throw new InboxRequestError(`realtime: ${method} ${url.pathname}: ${text}`, { status: response.status, code });
+    }
+    return data;
+  }
+
+  _csrf() {
+    if (typeof document !== "undefined" && document.cookie) {
+      for (const pair of document.cookie.split(";")) {
+        const [name, ...value] = pair.trim().split("=");
+        if (name === this._csrfCookie) return decodeURIComponent(value.join("="));
+      }
+    }
+    return this._csrfToken;
+  }
+
+  _failed(error) {
+    console.warn("realtime: could not fetch the inbox count", error);
+    this._emit("error", { kind: "request", error });
+  }
+}
+
+/** `{total, streams}` as a Map of stream to count, or null when it is not that shape. */
+function countsFrom(value) {
+  if (value === null || typeof value !== "object" || value.streams === null || typeof value.streams !== "object") {
+    return null;
+  }
+  const counts = new Map();
+  for (const [name, n] of Object.entries(value.streams)) {
+    if (!Number.isInteger(n) || n < 0) return null;
+    counts.set(name, n);
+  }
+  return counts;
+}
+
+function sum(counts) {
+  let total = 0;
+  for (const n of counts.values()) total += n;
+  return total;
+}
+
+/** An envelope's `ts` in ms since the epoch, or null. */
+function serverTime(ts) {
+  const at = typeof ts === "string" ? Date.parse(ts) : NaN;
+  return Number.isNaN(at) ? null : at;
+}
+
+/** `[{stream, seq}]` from items, item messages or `[stream, seq]` pairs; a TypeError for anything else. */
+function refsOf(items) {
+  if (!Array.isArray(items)) throw new TypeError("realtime: give the inbox items as an array");
+  return items.map((item) => {
+    const [stream, seq] = Array.isArray(item) ? item : [item?.stream, item?.seq];
+    if (typeof stream !== "string" || !Number.isInteger(seq) || seq < 1) {
+      throw new TypeError(`realtime: not an inbox item: ${JSON.stringify(item)}`);
+    }
+    return { stream, seq };
+  });
 }
 
 const utf8 = typeof TextDecoder !== "undefined" ? new TextDecoder("utf-8", { fatal: true }) : null;
