@@ -38,6 +38,10 @@ RESERVED_TYPES = frozenset(
         "resume",
         "resync",
         "error",
+        "inbox",
+        "inbox.read",
+        "inbox.archive",
+        "inbox.read_all",
     }
 )
 

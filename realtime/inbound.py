@@ -1,9 +1,11 @@
-"""Frames from the client: rate limits, parsing, and the four commands.
+"""Frames from the client: rate limits, parsing, and the commands.
 
 Part of :class:`~realtime.consumers.RealtimeConsumer` (a mixin). Parsing is
 :mod:`realtime.protocol`'s and never raises anything but ``ProtocolError``;
 here each valid command is carried out: ``ping`` (heal, then pong, and now
-and then a session check), ``subscribe``, ``unsubscribe`` and ``resume``.
+and then a session check), ``subscribe``, ``unsubscribe``, ``resume``, and
+the inbox's ``inbox.read``, ``inbox.archive`` and ``inbox.read_all``
+(:mod:`realtime.inbox`; answered with an ``inbox`` frame of the new counts).
 """
 
 import logging
@@ -53,11 +55,34 @@ class ClientFrames:
             await self.close(code=CLOSE_TOO_BIG)
             return
         try:
-            command = parse(text_data, self.config["MAX_STREAMS_PER_CONNECTION"])
+            command = parse(text_data, self.config["MAX_STREAMS_PER_CONNECTION"], self.config["INBOX_MAX_ITEMS"])
         except ProtocolError as exc:
             await self._invalid_frame(exc.code, str(exc))
             return
+        if command.type.startswith("inbox."):
+            await self._on_inbox(command)
+            return
         await getattr(self, f"_on_{command.type}")(command)
+
+    async def _on_inbox(self, command):
+        from . import inbox
+
+        def change():
+            if command.type == "inbox.read_all":
+                return inbox.mark_all_read(self.user, command.stream)
+            if command.type == "inbox.archive":
+                return inbox.archive(self.user, command.items)
+            return inbox.mark_read(self.user, command.items)
+
+        try:
+            unread = await database_sync_to_async(change)()
+        except inbox.InboxError as exc:
+            await self._invalid_frame(exc.code, str(exc))
+            return
+        payload = {"unread": unread}
+        if command.id is not None:
+            payload["id"] = command.id
+        await self.send_text(envelope.control("inbox", payload))
 
     def _take_token(self):
         now = time.monotonic()

@@ -15,7 +15,7 @@ from .streams import STREAM_RE
 
 PROTOCOL_VERSION = 1
 
-CLIENT_TYPES = ("ping", "subscribe", "unsubscribe", "resume")
+CLIENT_TYPES = ("ping", "subscribe", "unsubscribe", "resume", "inbox.read", "inbox.archive", "inbox.read_all")
 
 #: Close codes (see docs/protocol.md). Daphne (autobahn) lets applications
 #: send only 1000 and 3000-4999, so RFC 6455's 1008/1009 are sent as 4008/4009.
@@ -54,15 +54,18 @@ class Command:
     stream: str | None = None
     positions: dict = field(default_factory=dict)
     epochs: dict = field(default_factory=dict)
+    #: ``inbox.read`` / ``inbox.archive``: ``[(stream, seq), ...]``.
+    items: list = field(default_factory=list)
 
 
-def parse(text, max_streams=None):
+def parse(text, max_streams=None, max_items=None):
     """Parse one text frame into a :class:`Command`.
 
     Never raises anything but :class:`ProtocolError`, whatever the text:
     nesting too deep for the JSON parser, numbers too long to convert, lone
     surrogates and values of the wrong type all become an error code.
-    ``max_streams`` bounds how many streams one ``resume`` may name.
+    ``max_streams`` bounds how many streams one ``resume`` may name,
+    ``max_items`` how many items one ``inbox.read`` or ``inbox.archive`` may.
     """
     data = _loads(text, "invalid_json", "Frame is not valid JSON")
     if not isinstance(data, dict):
@@ -82,7 +85,31 @@ def parse(text, max_streams=None):
                 command.epochs = {command.stream: _epoch(data.get("epoch"))}
     elif kind == "resume":
         command.positions, command.epochs = parse_positions(data, max_streams)
+    elif kind in ("inbox.read", "inbox.archive"):
+        command.items = _items(data.get("items"), max_items)
+    elif kind == "inbox.read_all" and data.get("stream") is not None:
+        command.stream = _stream(data.get("stream"))
     return command
+
+
+def _items(value, max_items):
+    """``[{"stream", "seq"}, ...]`` (or ``[stream, seq]`` pairs) as ``[(stream, seq)]``."""
+    if not isinstance(value, list) or not value:
+        raise ProtocolError("invalid_items", "'items' must be a non-empty list of {stream, seq} objects.")
+    if max_items is not None and len(value) > max_items:
+        raise ProtocolError("too_many", f"At most {max_items} items per frame (INBOX_MAX_ITEMS).")
+    items = []
+    for item in value:
+        if isinstance(item, dict):
+            stream, seq = item.get("stream"), item.get("seq")
+        elif isinstance(item, list) and len(item) == 2:
+            stream, seq = item
+        else:
+            raise ProtocolError("invalid_items", "Each item must be a {stream, seq} object.")
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
+            raise ProtocolError("invalid_items", "Each item's seq must be a positive integer.")
+        items.append((_stream(stream), seq))
+    return items
 
 
 def _loads(text, code, what):

@@ -243,3 +243,28 @@ def test_two_tabs_marking_while_items_arrive_end_exact(ann, settings):
     assert errors == []
     # 40 + 20 items, 20 + 15 read
     assert counts(ann)[f"user:{ann.pk}"] == 25
+
+
+async def test_frames_mark_read_and_answer_the_new_counts(connect, make_user):
+    from asgiref.sync import sync_to_async
+
+    from realtime import anotify
+
+    user = await make_user("carol")
+    client = await connect(user)
+    first = await anotify(user, "mention", {"n": 1}, inbox=True)
+    await anotify(user, "mention", {"n": 2}, inbox=True)
+    assert [f["seq"] for f in await client.messages(2)] == [1, 2]
+    await client.send({"type": "inbox.read", "id": 7, "items": [{"stream": first.stream, "seq": first.seq}]})
+    # The reply, and the inbox.changed pushed to every socket of the user, in either order.
+    frames = {frame["type"]: frame for frame in await client.messages(2)}
+    reply, changed = frames["inbox"], frames["inbox.changed"]
+    assert (reply["payload"]["id"], reply["payload"]["unread"]["total"]) == (7, 1)
+    assert changed["payload"]["read"] == [[first.stream, first.seq]]
+    await client.send({"type": "inbox.read", "items": [{"stream": "user:999", "seq": 1}]})
+    error = await client.recv()
+    assert (error["type"], error["payload"]["code"]) == ("error", "unknown_stream")
+    await client.send({"type": "inbox.read_all"})
+    frames = {frame["type"]: frame for frame in await client.messages(2)}
+    assert frames["inbox"]["payload"]["unread"]["total"] == 0
+    assert (await sync_to_async(inbox.unread_count)(user))["total"] == 0
