@@ -45,6 +45,7 @@ bench/node_modules: bench/package.json bench/package-lock.json
 bench: deps system-deps $(VENV)/.bench-deps bench/node_modules
 	$(PY) -m bench $(BENCH_ARGS)
 	$(PY) -m bench.publish
+	$(PY) -m bench.inbox
 	$(PY) -m bench.pings
 
 # Refresh and compile realtime's translations after changing user-visible strings.
