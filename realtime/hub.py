@@ -84,17 +84,24 @@ class Hub:
         async with self._membership:
             subs = self.subscribers.get(stream)
             if subs is None:
-                await self._start()
-                if self.layer is not None and not self._stale:
-                    try:
-                        await self.layer.group_add(group_name(stream), self.channel)
-                    except Exception:
-                        # Serve the socket from the log meanwhile; the receive
-                        # loop re-joins every group once the layer is back.
-                        logger.warning("realtime: group_add failed for %s", stream, exc_info=True)
-                        self._stale = True
-                        self._start_rejoin()
-                heads = await database_sync_to_async(store.heads)([stream])
+                try:
+                    await self._start()
+                    if self.layer is not None and not self._stale:
+                        try:
+                            await self.layer.group_add(group_name(stream), self.channel)
+                        except Exception:
+                            # Serve the socket from the log meanwhile; the receive
+                            # loop re-joins every group once the layer is back.
+                            logger.warning("realtime: group_add failed for %s", stream, exc_info=True)
+                            self._stale = True
+                            self._start_rejoin()
+                    heads = await database_sync_to_async(store.heads)([stream])
+                except BaseException:
+                    # A socket that vanished while it joined (its task is
+                    # cancelled) may leave the group joined with nobody
+                    # subscribed: leave it, or it stays in Redis for good.
+                    self._schedule_leave(stream)
+                    raise
                 self.fanned_out[stream] = heads[stream][0]
                 subs = self.subscribers[stream] = set()
             subs.add(consumer)
@@ -114,6 +121,9 @@ class Hub:
         del self.subscribers[stream]
         self.fanned_out.pop(stream, None)
         self._heads.pop(stream, None)
+        self._schedule_leave(stream)
+
+    def _schedule_leave(self, stream):
         self._leaving.add(stream)
         if self._leave_task is None:
             self._leave_task = asyncio.ensure_future(self._leave())
@@ -126,22 +136,32 @@ class Hub:
                     # A stream subscribed again meanwhile keeps its group.
                     streams = [s for s in self._leaving if s not in self.subscribers]
                     self._leaving.clear()
-                    if self.layer is not None and not self._stale:
-                        for stream in streams:
-                            try:
-                                await self.layer.group_discard(group_name(stream), self.channel)
-                            except Exception:
-                                # The group expires on its own; a dead layer must not stop the others.
-                                logger.warning("realtime: group_discard failed for %s", stream, exc_info=True)
+                    await self._discard(streams)
                     if not self.subscribers:
-                        if self.layer is not None and not self._stale:
-                            try:
-                                await self.layer.group_discard(layer_messages.HUBS_GROUP, self.channel)
-                            except Exception:
-                                logger.warning("realtime: leaving the hubs group failed", exc_info=True)
+                        # Sockets that closed while the discards above were
+                        # awaited left streams of this channel too: leave them
+                        # now, before the channel is given up (the next
+                        # subscriber gets a new one, and a group joined by the
+                        # old one would keep it in Redis for good).
+                        while self._leaving:
+                            streams = list(self._leaving)
+                            self._leaving.clear()
+                            await self._discard(streams)
+                        await self._discard([], hubs=True)
                         await self._stop()
         finally:
             self._leave_task = None
+
+    async def _discard(self, streams, hubs=False):
+        if self.layer is None or self._stale:
+            return
+        groups = [group_name(stream) for stream in streams] + ([layer_messages.HUBS_GROUP] if hubs else [])
+        for group in groups:
+            try:
+                await self.layer.group_discard(group, self.channel)
+            except Exception:
+                # The group expires on its own; a dead layer must not stop the others.
+                logger.warning("realtime: group_discard failed for %s", group, exc_info=True)
 
     async def _start(self):
         if self._task is not None:
