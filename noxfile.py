@@ -12,10 +12,20 @@ combination (the .venv), browser tests included; `.ci/run` adds the newest
 and the oldest combination here.
 """
 
+import glob
+import os
+
 import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
+# A missing interpreter fails the session: no silent skips.
+nox.options.error_on_missing_interpreters = True
+
+# pyenv's shims answer python3.13 only for the versions pyenv has selected;
+# the interpreters themselves are found here whatever is selected.
+_PYENV = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin")), reverse=True)
+os.environ["PATH"] = os.pathsep.join([*_PYENV, os.environ.get("PATH", "")])
 
 PYTHONS = ["3.11", "3.12", "3.13"]
 # Django 6.0 and 6.1 join this list once this machine kind's package index
