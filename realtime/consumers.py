@@ -14,6 +14,7 @@ bounded :class:`~realtime.outbound.Output` (docs/security.md).
 """
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -49,8 +50,10 @@ logger = logging.getLogger("realtime")
 class RealtimeConsumer(ClientFrames, Replay, AsyncWebsocketConsumer):
     """Serves ``/ws/realtime/``: see ``docs/protocol.md`` for the wire protocol."""
 
-    # No per-connection layer channel: the per-process hub receives for everyone.
-    channel_layer_alias = "realtime:no-per-connection-channel"
+    # No per-connection layer channel (the per-process hub receives for
+    # everyone), and no groups of Channels' own to join.
+    channel_layer = None
+    groups = ()
 
     # Until connect() runs, a failing connection has nothing to release.
     hub = None
@@ -60,9 +63,38 @@ class RealtimeConsumer(ClientFrames, Replay, AsyncWebsocketConsumer):
     _released = False
     _closing = False
 
+    @classmethod
+    def as_asgi(cls, **initkwargs):
+        """The ASGI app of this consumer: a new instance per connection, as Channels' ``as_asgi()``.
+
+        A plain function that returns the instance's coroutine instead of a
+        coroutine that awaits it: one frame less kept by every open socket.
+        """
+
+        def app(scope, receive, send):
+            return cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls
+        app.consumer_initkwargs = initkwargs
+        functools.update_wrapper(app, cls, updated=())
+        return app
+
     async def __call__(self, scope, receive, send):
+        """Serve one connection: its messages, one at a time, to :meth:`dispatch`.
+
+        ``AsyncConsumer.__call__`` without a channel layer, minus its extra
+        task: Channels waits for ``receive()`` in a task of its own (to race
+        it with the layer's), which an idle socket pays for with about 4 KiB
+        (bench/memory.py); with one source of messages, awaiting it gives
+        the same order.
+        """
+        self.scope = scope
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         finally:
             # However the connection ends: websocket.disconnect (which daphne
             # does not deliver after an application error), an exception, or
@@ -90,14 +122,14 @@ class RealtimeConsumer(ClientFrames, Replay, AsyncWebsocketConsumer):
         self.connection_id = uuid.uuid4().hex
         self.user = self.scope.get("user")
         self.delivery = Delivery(self.config["MAX_OUTBOUND_BUFFER"])
-        self._tasks = set()
+        self._tasks = None  # a set once there is a task to track
         self._invalid = 0
         self._failures = 0
         self._refusals = 0
         self._tokens = float(self.config["INBOUND_BURST"])
         self._refill_at = time.monotonic()
         self._control = None
-        self._replaying = asyncio.Lock()
+        self._replaying = None  # an asyncio.Lock once a replay starts
         self._session_key = None
         self._verified_at = time.monotonic()
         self._verifying = None
@@ -105,6 +137,7 @@ class RealtimeConsumer(ClientFrames, Replay, AsyncWebsocketConsumer):
         self._out = output_for(send, self.config["MAX_OUTBOUND_BUFFER"])
         if isinstance(self._out, DaphneOutput):
             daphne.track(self._out.socket)
+            daphne.forget_handshake(self._out.socket)
             daphne.limit_inbound(self._out.socket, self.config["MAX_INBOUND_SIZE"])
         authenticated = self.user is not None and self.user.is_authenticated
         await self.accept()
@@ -187,7 +220,7 @@ class RealtimeConsumer(ClientFrames, Replay, AsyncWebsocketConsumer):
             self._out.discard()
         if self.connection_id is None:
             return
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             task.cancel()
         limits.release(self)
         if self.hub is not None:
@@ -275,6 +308,8 @@ class RealtimeConsumer(ClientFrames, Replay, AsyncWebsocketConsumer):
             coroutine.close()
             return None
         task = asyncio.ensure_future(coroutine)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -61,6 +61,8 @@ class Outgoing:
 class Output:
     """What a connection writes through; subclasses decide how bytes reach the socket."""
 
+    __slots__ = ("limit",)
+
     def __init__(self, limit):
         self.limit = limit
 
@@ -106,6 +108,8 @@ class _Close:
 
 class AsgiOutput(Output):
     """Frames sent one after another through ASGI ``send`` by a writer task."""
+
+    __slots__ = ("_send", "_queue", "_bytes", "_writer", "_progress", "_open", "_closing")
 
     def __init__(self, send, limit):
         super().__init__(limit)
@@ -194,6 +198,8 @@ class DaphneOutput(Output):
     is switched off for the process; the frame that hit the failure is sent
     the ordinary way, not lost.
     """
+
+    __slots__ = ("socket", "_send", "_fallback")
 
     #: Seconds between looks at a socket's buffer while waiting for it to drain.
     POLL_MIN, POLL_MAX = 0.005, 0.1

@@ -22,7 +22,7 @@ class Replay:
     """Joining and catching up, for :class:`~realtime.consumers.RealtimeConsumer`.
 
     Uses the consumer's ``delivery``, ``hub``, ``config``, ``_out``,
-    ``_replaying`` and ``send_text``.
+    ``_replaying`` (None until the first replay) and ``send_text``.
     """
 
     async def _join(self, names, positions, epochs):
@@ -107,6 +107,8 @@ class Replay:
         # 100 x MAX_MESSAGE_SIZE (6.4 MiB) per connection.
         batch = max(1, min(self.config["REPLAY_BATCH"], (limit // 2) // self.config["MAX_MESSAGE_SIZE"]))
         last = self.delivery.last
+        if self._replaying is None:
+            self._replaying = asyncio.Lock()
         while stream in last and not self._closing:
             await self._out.drained(limit // 4)
             async with self._replaying:  # one batch in memory per connection

@@ -13,6 +13,10 @@ twisted transport lets realtime:
   1009 before buffering them, instead of dropping the TCP connection (1006)
   after buffering up to daphne's 1 MiB (:func:`limit_inbound`);
 * close every socket with 1001 when daphne shuts down (:func:`track`);
+* let go of the HTTP request a socket was upgraded from, which twisted keeps
+  for the socket's lifetime (:func:`forget_handshake`), and give each socket's
+  application a lighter queue than ``asyncio.Queue`` (:class:`Inbox`): both
+  are memory every idle socket pays;
 * drop connections whose HTTP request headers take longer than
   ``HANDSHAKE_TIMEOUT`` (slowloris), which neither daphne nor twisted bound:
   twisted's idle timeout restarts with every byte received (:func:`install`).
@@ -25,9 +29,14 @@ the attribute. ``REALTIME["DAPHNE_FAST_PATH"] = False`` switches the socket
 parts off by hand; the handshake guard has its own ``HANDSHAKE_TIMEOUT = None``.
 """
 
+import asyncio
+import collections
 import functools
+import hashlib
+import inspect
 import logging
 import sys
+import textwrap
 import weakref
 
 from ..conf import setting
@@ -52,7 +61,8 @@ except ImportError as exc:  # pragma: no cover - daphne is installed with realti
     PROBLEM = f"cannot import {exc.name}"
 
 #: Attributes this module relies on, as ``(owner, name)``; an owner is a class,
-#: or ``"FileDescriptor()"`` for attributes twisted sets in ``__init__``.
+#: or ``"FileDescriptor()"`` and ``"HTTPChannel()"`` for attributes twisted sets
+#: in ``__init__``.
 CONTRACT = (
     ("twisted.internet.abstract.FileDescriptor", "dataBuffer"),
     ("twisted.internet.abstract.FileDescriptor", "offset"),
@@ -60,12 +70,15 @@ CONTRACT = (
     ("twisted.internet.abstract.FileDescriptor", "disconnecting"),
     ("twisted.internet.abstract.FileDescriptor", "_writeDisconnected"),
     ("twisted.internet.abstract.FileDescriptor", "write"),
+    ("twisted.internet.abstract.FileDescriptor", "producer"),
+    ("twisted.internet.abstract.FileDescriptor", "unregisterProducer"),
     ("FileDescriptor()", "_tempDataBuffer"),
     ("FileDescriptor()", "_tempDataLen"),
     ("twisted.internet.tcp.Server", "TLS"),
     ("twisted.internet.tcp.Server", "loseConnection"),
     ("twisted.web.http.Request", "gotLength"),
     ("twisted.web.http.Request", "finish"),
+    ("HTTPChannel()", "_handlingRequest"),
     ("autobahn.websocket.protocol.WebSocketProtocol", "sendPreparedMessage"),
     ("autobahn.websocket.protocol.WebSocketProtocol", "sendCloseFrame"),
     ("autobahn.websocket.protocol.WebSocketProtocol", "STATE_OPEN"),
@@ -76,7 +89,9 @@ CONTRACT = (
 )
 
 #: Per-socket attributes, checked on the first socket (they only exist on a live one).
-SOCKET_CONTRACT = ("transport", "state", "send_queue", "_perMessageCompress", "factory")
+SOCKET_CONTRACT = (
+    "transport", "state", "send_queue", "_perMessageCompress", "factory", "http_request_data", "http_headers",
+)
 TRANSPORT_CONTRACT = ("socket", "dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen")
 #: autobahn options set per socket by :func:`limit_inbound` (its CONFIG_ATTRS).
 SOCKET_OPTIONS = ("failByDrop", "maxMessagePayloadSize", "maxFramePayloadSize")
@@ -90,6 +105,7 @@ def _owners():
         "FileDescriptor()": _abstract.FileDescriptor(reactor=object()),
         "twisted.internet.tcp.Server": _tcp.Server,
         "twisted.web.http.Request": _http.Request,
+        "HTTPChannel()": _http.HTTPChannel(),
         "autobahn.websocket.protocol.WebSocketProtocol": _AutobahnProtocol,
         "daphne.server.Server": _DaphneServer,
         "daphne.http_protocol.HTTPFactory": _HTTPFactory,
@@ -222,6 +238,29 @@ def prepare(data):
     return PreparedMessage(data, False, False, False)
 
 
+def forget_handshake(socket):
+    """Let go of the HTTP request that the open ``socket`` was upgraded from.
+
+    twisted's ``HTTPChannel`` registers itself as its transport's producer and
+    stays registered after daphne hands the transport to the WebSocket
+    protocol, which keeps the channel and the upgrade request (its headers,
+    buffers and addresses) for as long as the socket is open: about 4 KiB
+    per idle socket (bench/memory.py). For a connection in the middle of a
+    request, as an upgraded one stays, the channel's pause and resume do
+    nothing, so unregistering it changes nothing but the memory.
+
+    autobahn, too, keeps the raw request and its parsed headers, which it
+    reads only during the handshake (the application has ``scope["headers"]``).
+    """
+    transport = socket.transport
+    producer = transport.producer
+    if isinstance(producer, _http.HTTPChannel) and producer._handlingRequest:
+        transport.unregisterProducer()
+    socket.http_request_data = b""
+    # Also daphne's ``socket.request.headers``: the same dict.
+    socket.http_headers.clear()
+
+
 def limit_inbound(socket, max_size):
     """Have autobahn refuse frames and messages over ``max_size`` bytes with 1009.
 
@@ -281,14 +320,19 @@ slow_handshakes = 0
 
 
 def install():
-    """Guard every HTTP connection daphne accepts with ``HANDSHAKE_TIMEOUT`` (idempotent).
+    """Guard daphne's HTTP connections with ``HANDSHAKE_TIMEOUT``; give its WebSockets an :class:`Inbox`.
 
-    Replaces ``daphne.http_protocol.HTTPFactory.buildProtocol`` with a wrapper;
-    harmless in processes that are not a daphne server.
+    Replaces ``daphne.http_protocol.HTTPFactory.buildProtocol`` and
+    ``daphne.server.Server.create_application`` with wrappers (idempotent);
+    harmless in processes that are not a daphne server. The second only
+    where :data:`INBOX_PROBLEM` is None.
     """
-    if PROBLEM is not None or getattr(_HTTPFactory.buildProtocol, "realtime_guarded", False):
+    if PROBLEM is not None:
         return
-    _HTTPFactory.buildProtocol = _guarded(_HTTPFactory.buildProtocol)
+    if not getattr(_HTTPFactory.buildProtocol, "realtime_guarded", False):
+        _HTTPFactory.buildProtocol = _guarded(_HTTPFactory.buildProtocol)
+    if INBOX_PROBLEM is None and not getattr(_DaphneServer.create_application, "realtime_inbox", False):
+        _DaphneServer.create_application = _with_inbox(_DaphneServer.create_application)
 
 
 def _guarded(build):
@@ -382,3 +426,109 @@ class _GuardedRequest(_WebRequest if PROBLEM is None else object):
         deadline = self._realtime_deadline()
         if deadline is not None:
             deadline.arm()
+
+
+# A lighter queue per WebSocket ---------------------------------------------
+
+
+class Inbox:
+    """The queue daphne fills with one WebSocket's events: ``asyncio.Queue``, lighter.
+
+    daphne gives each connection's application an ``asyncio.Queue``: three
+    deques and an ``Event`` with a fourth, about 3 KiB that every idle socket
+    keeps (bench/memory.py). daphne only calls ``put_nowait()`` and the
+    application only awaits ``get()``, so this has just those two, with the
+    same behaviour (unbounded, first in first out, waiting getters served in
+    order, a cancelled getter passing its wake-up on), and holds a deque only
+    while events wait to be read.
+    """
+
+    __slots__ = ("_items", "_getters")
+
+    def __init__(self):
+        self._items = None
+        self._getters = []
+
+    def put_nowait(self, item):
+        """Queue ``item`` and wake the first waiting getter."""
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        self._wake_next()
+
+    async def get(self):
+        """The oldest event, once there is one."""
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                try:
+                    self._getters.remove(getter)
+                except ValueError:
+                    pass
+                if self._items and not getter.cancelled():
+                    self._wake_next()
+                raise
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+    def _wake_next(self):
+        while self._getters:
+            getter = self._getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+
+#: The source of the daphne ``Server.create_application`` that :func:`_with_inbox`
+#: repeats (daphne 4.2): with any other, daphne's own runs, with its ``asyncio.Queue``.
+CREATE_APPLICATION_SHA256 = "6d6da219bd73c1338da9c91ee957b27140ef0f0f16c50db47a8279df167be32f"
+
+
+def _check_create_application():
+    if PROBLEM is not None:
+        return PROBLEM
+    try:
+        source = textwrap.dedent(inspect.getsource(_DaphneServer.create_application))
+    except (OSError, TypeError):
+        return "the source of daphne.server.Server.create_application is not available"
+    if hashlib.sha256(source.encode()).hexdigest() != CREATE_APPLICATION_SHA256:
+        return "daphne.server.Server.create_application is not the one realtime knows"
+    return None
+
+
+#: Why WebSockets keep daphne's ``asyncio.Queue`` (a sentence), or None.
+INBOX_PROBLEM = _check_create_application()
+
+
+def _with_inbox(create_application):
+    """daphne's ``create_application``, giving a WebSocket's application an :class:`Inbox` to receive from."""
+
+    @functools.wraps(create_application)
+    def wrapper(self, protocol, scope):
+        if scope.get("type") != "websocket" or not enabled():
+            return create_application(self, protocol, scope)
+        # daphne 4.2's, line for line, with an Inbox for its asyncio.Queue.
+        assert "application_instance" not in self.connections[protocol]
+        inbox = Inbox()
+        scope.setdefault("asgi", {"version": "3.0"})
+        application_instance = self.application(
+            scope=scope,
+            receive=inbox.get,
+            send=functools.partial(self.handle_reply, protocol),
+        )
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            application_instance,
+            loop=asyncio.get_event_loop(),
+        )
+        return inbox
+
+    wrapper.realtime_inbox = True
+    return wrapper
