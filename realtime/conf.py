@@ -53,6 +53,11 @@ DEFAULTS = {
     # Write frames to daphne's sockets directly (framed once per message);
     # False uses the plain ASGI send for every frame.
     "DAPHNE_FAST_PATH": True,
+    # Under daphne, seconds between SIGTERM and closing the sockets with 1001,
+    # during which readyz answers 503 so load balancers stop sending new ones.
+    "DRAIN_SECONDS": 0,
+    # Seconds readyz waits for the database and the channel layer to answer.
+    "HEALTH_TIMEOUT": 2,
     # How often the bundled client pings, in seconds; sent to clients in ``welcome``.
     "HEARTBEAT_INTERVAL": 25,
     # Keep log entries at least this many seconds (None: forever) ...
@@ -135,7 +140,7 @@ def get_config():
             raise RealtimeConfigError(
                 f'settings.REALTIME["{key}"] must be a positive integer, got {value!r}.'
             )
-    for key in ("INBOUND_RATE", "HEARTBEAT_INTERVAL", "SWEEP_DELAY"):
+    for key in ("INBOUND_RATE", "HEARTBEAT_INTERVAL", "SWEEP_DELAY", "HEALTH_TIMEOUT"):
         value = config[key]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             raise RealtimeConfigError(
@@ -153,6 +158,11 @@ def get_config():
             raise RealtimeConfigError(
                 f'settings.REALTIME["{key}"] must be a positive integer or None, got {value!r}.'
             )
+    drain = config["DRAIN_SECONDS"]
+    if not isinstance(drain, (int, float)) or isinstance(drain, bool) or drain < 0:
+        raise RealtimeConfigError(
+            f'settings.REALTIME["DRAIN_SECONDS"] must be a number of seconds, 0 or more, got {drain!r}.'
+        )
     timeout = config["HANDSHAKE_TIMEOUT"]
     if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
         raise RealtimeConfigError(

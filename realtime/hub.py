@@ -195,6 +195,14 @@ class Hub:
         except asyncio.CancelledError:
             pass
 
+    def problem(self):
+        """Why live messages cannot reach this process now (readiness), or None."""
+        if self._stale:
+            return "layer_lost"  # serving from the log until the layer is back
+        if self._task is not None and self._task.done():
+            return "stopped"
+        return None
+
     # Receiving --------------------------------------------------------------
 
     async def _run(self):

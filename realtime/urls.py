@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import inbox_views, views
+from . import health, inbox_views, views
 
 app_name = "realtime"
 
@@ -13,4 +13,6 @@ urlpatterns = [
     path("inbox/read", inbox_views.read, name="inbox-read"),
     path("inbox/read-all", inbox_views.read_all, name="inbox-read-all"),
     path("inbox/archive", inbox_views.archive, name="inbox-archive"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
 ]

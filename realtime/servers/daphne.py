@@ -12,7 +12,8 @@ twisted transport lets realtime:
 * have autobahn refuse frames over ``MAX_INBOUND_SIZE`` with a close frame
   1009 before buffering them, instead of dropping the TCP connection (1006)
   after buffering up to daphne's 1 MiB (:func:`limit_inbound`);
-* close every socket with 1001 when daphne shuts down (:func:`track`);
+* close every socket with 1001 when daphne shuts down (:func:`track`), after
+  ``DRAIN_SECONDS`` during which readiness says 503 (:func:`install`);
 * let go of the HTTP request a socket was upgraded from, which twisted keeps
   for the socket's lifetime (:func:`forget_handshake`), and give each socket's
   application a lighter queue than ``asyncio.Queue`` (:class:`Inbox`): both
@@ -84,6 +85,7 @@ CONTRACT = (
     ("autobahn.websocket.protocol.WebSocketProtocol", "STATE_OPEN"),
     ("autobahn.websocket.protocol.WebSocketProtocol", "CONFIG_ATTRS_COMMON"),
     ("daphne.server.Server", "handle_reply"),
+    ("daphne.server.Server", "kill_all_applications"),
     ("daphne.http_protocol.HTTPFactory", "buildProtocol"),
     ("daphne.http_protocol.WebRequest", "gotLength"),
 )
@@ -294,6 +296,16 @@ def track(socket):
 
 
 def _going_away(reactor):
+    from twisted.internet.task import deferLater
+
+    delay = _drain_seconds()
+    if delay:
+        # Keep listening meanwhile: readyz must be reachable to say 503.
+        return deferLater(reactor, delay, _close_all, reactor)
+    return _close_all(reactor)
+
+
+def _close_all(reactor):
     from twisted.internet import tcp, unix
     from twisted.internet.task import deferLater
 
@@ -311,6 +323,40 @@ def _going_away(reactor):
     if closed:
         return deferLater(reactor, GOING_AWAY_FLUSH, lambda: None)
     return None
+
+
+def _drain_seconds():
+    try:
+        return setting("DRAIN_SECONDS")
+    except Exception:  # a broken setting must not stop the shutdown
+        logger.exception("realtime: cannot read DRAIN_SECONDS; closing at once")
+        return 0
+
+
+def _draining(kill_all_applications):
+    """daphne's ``kill_all_applications`` (its first step on SIGTERM), after the drain.
+
+    Readiness turns 503 at once (:mod:`realtime.health`); the sockets and
+    their applications go on for ``DRAIN_SECONDS`` before daphne cancels
+    them and :func:`_going_away` closes them with 1001.
+    """
+
+    @functools.wraps(kill_all_applications)
+    def wrapper(self):
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        from .. import health
+
+        health.start_draining()
+        delay = _drain_seconds()
+        if delay:
+            logger.info("realtime: draining for %ss before closing sockets", delay)
+            return deferLater(reactor, delay, kill_all_applications, self)
+        return kill_all_applications(self)
+
+    wrapper.realtime_draining = True
+    return wrapper
 
 
 # Handshake deadline (slowloris) ---------------------------------------------
@@ -333,6 +379,8 @@ def install():
         _HTTPFactory.buildProtocol = _guarded(_HTTPFactory.buildProtocol)
     if INBOX_PROBLEM is None and not getattr(_DaphneServer.create_application, "realtime_inbox", False):
         _DaphneServer.create_application = _with_inbox(_DaphneServer.create_application)
+    if not getattr(_DaphneServer.kill_all_applications, "realtime_draining", False):
+        _DaphneServer.kill_all_applications = _draining(_DaphneServer.kill_all_applications)
 
 
 def _guarded(build):
