@@ -46,13 +46,14 @@ QUICK = {"steady": (300, 30, 10), "burst": (300, 200, 0), "scale": (1000, 10, 2)
 INBOX = {"inbox"}
 
 SERVERS = ["raw", "tutorial", "realtime", "realtime-2proc"]
-EXTRA_SERVERS = ["realtime-uvicorn"]
+EXTRA_SERVERS = ["realtime-uvicorn", "realtime-metrics"]
 LABELS = {
     "raw": "raw websockets (ceiling)",
     "tutorial": "Channels tutorial, daphne + channels-redis",
     "realtime": "realtime, 1 daphne process",
     "realtime-2proc": "realtime, 2 daphne processes",
     "realtime-uvicorn": "realtime, 1 uvicorn process (websockets)",
+    "realtime-metrics": "realtime, 1 daphne process, Prometheus metrics on (multiprocess mode)",
 }
 
 
@@ -120,7 +121,7 @@ class Run:
                 app = "bench.tutorial_asgi:application" if kind == "tutorial" else "project.asgi:application"
                 cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
             log = open(Path(self.tmp) / f"{kind}-{port}.log", "ab")
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.server_env(kind), stdout=log, stderr=subprocess.STDOUT)
             self.procs.append(proc)
             wait_port(port, proc)
         path = {"raw": "/", "tutorial": "/ws/tutorial/"}.get(kind, "/ws/realtime/")
@@ -128,6 +129,15 @@ class Run:
         self.origin = f"http://127.0.0.1:{ports[0]}"
         self.publish_target = f"ws://127.0.0.1:{ports[0]}/publish"
         self.kind = kind
+
+    def server_env(self, kind):
+        if kind != "realtime-metrics":
+            return self.env
+        # The documented production setup: values kept in files, one endpoint per box.
+        directory = Path(self.tmp) / f"prometheus-{len(self.procs)}"
+        directory.mkdir(exist_ok=True)
+        extra = {**json.loads(self.env.get("BENCH_REALTIME_JSON", "{}")), "METRICS": {"ENABLED": True, "TOKEN": "bench"}}
+        return {**self.env, "BENCH_REALTIME_JSON": json.dumps(extra), "PROMETHEUS_MULTIPROC_DIR": str(directory)}
 
     def stop(self):
         for proc in self.procs:

@@ -4,6 +4,9 @@ The environment picks the moving parts:
 - ``REDIS_URL`` set: channels_redis's RedisChannelLayer, so several server
   processes and other programs (commands, workers) share live delivery.
   Unset: the in-memory layer, one process only (the embedded default).
+- ``REDIS_SENTINELS`` set (``host:port,host:port,...``, with
+  ``REDIS_SENTINEL_MASTER``, default ``mymaster``): the same, on the master
+  those Redis Sentinels name, for the layer, presence and the cache alike.
 - ``DATABASE_URL`` set (e.g. postgres://...): that database. Unset: SQLite.
 """
 
@@ -85,14 +88,35 @@ else:
         }
     }
 
-if os.environ.get("REDIS_URL"):
+
+def redis_host():
+    """The channel layer's Redis host entry that the environment names, or None.
+
+    ``REDIS_SENTINELS`` gives channels-redis's Sentinel entry, which realtime's
+    presence and :class:`realtime.sentinel.SentinelPool` (the cache) take too.
+    """
+    if os.environ.get("REDIS_SENTINELS"):
+        sentinels = [address.rsplit(":", 1) for address in os.environ["REDIS_SENTINELS"].split(",")]
+        return {
+            "sentinels": [(host, int(port)) for host, port in sentinels],
+            "master_name": os.environ.get("REDIS_SENTINEL_MASTER", "mymaster"),
+            # A sentinel that does not answer within a second is skipped.
+            "sentinel_kwargs": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    if os.environ.get("REDIS_URL"):
+        return {"address": os.environ["REDIS_URL"]}
+    return None
+
+
+_redis_host = redis_host()
+if _redis_host:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {
-                        "address": os.environ["REDIS_URL"],
+                        **_redis_host,
                         # redis-py 8's default 5 s timeout races channels-redis's
                         # 5 s blocking read and kills idle receivers.
                         "socket_timeout": None,
@@ -107,7 +131,18 @@ if os.environ.get("REDIS_URL"):
     }
     # One cache for every process: the publish API's rate limit counts per token
     # across processes only through a shared cache.
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["REDIS_URL"]}}
+    if "sentinels" in _redis_host:
+        # Django's RedisCache finds the master through the sentinels too; of
+        # the location, only the database number is used.
+        CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": "redis://sentinel/0",
+                "OPTIONS": {"pool_class": "realtime.sentinel.SentinelPool", **_redis_host},
+            }
+        }
+    else:
+        CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["REDIS_URL"]}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

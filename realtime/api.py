@@ -2,12 +2,13 @@
 
 import asyncio
 import logging
+import time
 import uuid
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
-from . import envelope, layer, store
+from . import envelope, layer, metrics, store
 from .conf import setting
 from .exceptions import EnvelopeError, RealtimeError
 from .store import Entry, Published
@@ -202,7 +203,9 @@ def _publish(entries, persist, after_commit):
         return None
     using = store.db_alias()
     if persist:
+        started = time.perf_counter()
         results = store.append_many(entries, using=using)
+        metrics.publish_seconds.observe(time.perf_counter() - started)
     else:
         results = []
         for e in entries:
@@ -223,6 +226,7 @@ class _Hook:
 
 class _Push(_Hook):
     def __call__(self):
+        metrics.count_published(result.stream for result in self.items)
         layer.send([layer.message(result) for result in self.items])
 
 

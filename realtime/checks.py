@@ -340,3 +340,31 @@ def check_publish_api(app_configs=None, **kwargs):
             id="realtime.W007",
         )
     ]
+
+
+@register(Tags.security)
+def check_metrics(app_configs=None, **kwargs):
+    """Metrics that are on need prometheus_client, and a token or an address allowlist."""
+    config = _config_or_none()
+    if config is None or not config["METRICS"]["ENABLED"]:
+        return []
+    if importlib.util.find_spec("prometheus_client") is None:
+        return [
+            Error(
+                'REALTIME["METRICS"]["ENABLED"] is True but prometheus_client is not installed: '
+                "the metrics endpoint and every connection would fail.",
+                hint='pip install "django-realtime-notify[metrics]"',
+                id="realtime.E007",
+            )
+        ]
+    if not config["METRICS"]["TOKEN"] and not config["METRICS"]["ALLOW_IPS"]:
+        return [
+            Warning(
+                'REALTIME["METRICS"] is enabled with neither a TOKEN nor ALLOW_IPS: anyone who '
+                "reaches <realtime urls>/metrics reads how many users are connected and what they do.",
+                hint='Set REALTIME["METRICS"]["TOKEN"] (from the environment) and/or '
+                '["ALLOW_IPS"] (your Prometheus server\'s address); see docs/operations.md.',
+                id="realtime.W011",
+            )
+        ]
+    return []

@@ -36,22 +36,23 @@ def from_request(request):
 def resolve(peer, forwarded_headers):
     """Apply ``TRUSTED_PROXIES`` to a peer address and its ``X-Forwarded-For`` values."""
     proxies = setting("TRUSTED_PROXIES")
-    if not proxies or not _trusted(peer, proxies):
+    if not proxies or not in_networks(peer, proxies):
         return peer
     hops = [hop.strip() for header in forwarded_headers for hop in header.split(",") if hop.strip()]
     for hop in reversed(hops):
-        if not _trusted(hop, proxies):
+        if not in_networks(hop, proxies):
             return _normalise(hop)
     # Every hop is a proxy we trust: the left-most one is as close as we get.
     return _normalise(hops[0]) if hops else peer
 
 
-def _trusted(address, proxies):
+def in_networks(address, networks):
+    """True if ``address`` (text) is an IP address inside one of ``networks``."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in network for network in proxies)
+    return any(ip in network for network in networks)
 
 
 def _normalise(hop):

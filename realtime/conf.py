@@ -99,10 +99,18 @@ DEFAULTS = {
     # environment): a list of {"name": str, "secret": str, "streams": [glob, ...]}.
     "PUBLISH_TOKENS": [],
     # Who is connected: {"BACKEND": dotted path, "TTL": seconds, "URL": redis URL,
-    # "PREFIX": key prefix}. Empty: Redis when the channel layer is channels_redis
-    # (its first host, its prefix), else in this process's memory.
+    # "SENTINEL": a channels-redis Sentinel host entry, "PREFIX": key prefix}.
+    # Empty: Redis when the channel layer is channels_redis (its first host, its
+    # prefix), else in this process's memory.
     "PRESENCE": {},
+    # Prometheus metrics at ``<realtime urls>/metrics`` (docs/operations.md):
+    # {"ENABLED": bool, "TOKEN": bearer token, "ALLOW_IPS": [address or network]}.
+    # Off (404) unless ENABLED; with a TOKEN and/or ALLOW_IPS, both must match.
+    "METRICS": {},
 }
+
+#: What ``REALTIME["METRICS"]`` holds when a key is left out.
+METRICS_DEFAULTS = {"ENABLED": False, "TOKEN": "", "ALLOW_IPS": []}
 
 
 @lru_cache(maxsize=None)
@@ -177,7 +185,7 @@ def get_config():
             'settings.REALTIME["MAX_OUTBOUND_BUFFER"] must be at least twice MAX_MESSAGE_SIZE '
             f'({2 * config["MAX_MESSAGE_SIZE"]}), got {config["MAX_OUTBOUND_BUFFER"]}.'
         )
-    config["TRUSTED_PROXIES"] = _validate_proxies(config["TRUSTED_PROXIES"])
+    config["TRUSTED_PROXIES"] = _networks(config["TRUSTED_PROXIES"], 'settings.REALTIME["TRUSTED_PROXIES"]')
     if not isinstance(config["PUBLISH_CACHE"], str) or not config["PUBLISH_CACHE"]:
         raise RealtimeConfigError(
             f'settings.REALTIME["PUBLISH_CACHE"] must be a cache alias, got {config["PUBLISH_CACHE"]!r}.'
@@ -190,6 +198,7 @@ def get_config():
             )
     _validate_publish_tokens(config["PUBLISH_TOKENS"])
     _validate_presence(config["PRESENCE"])
+    config["METRICS"] = _validate_metrics(config["METRICS"])
     types = config["INBOX_TYPES"]
     if not isinstance(types, (list, tuple, set, frozenset)) or not all(isinstance(t, str) for t in types):
         raise RealtimeConfigError(
@@ -199,15 +208,14 @@ def get_config():
     return config
 
 
-def _validate_proxies(proxies):
-    """Return ``TRUSTED_PROXIES`` as a tuple of :mod:`ipaddress` networks."""
+def _networks(entries, where):
+    """Return a list of addresses and networks (``TRUSTED_PROXIES``, ``ALLOW_IPS``) as :mod:`ipaddress` networks."""
     import ipaddress
 
-    where = 'settings.REALTIME["TRUSTED_PROXIES"]'
-    if isinstance(proxies, str) or not isinstance(proxies, (list, tuple)):
+    if isinstance(entries, str) or not isinstance(entries, (list, tuple)):
         raise RealtimeConfigError(f'{where} must be a list of addresses or networks such as "10.0.0.0/8".')
     networks = []
-    for entry in proxies:
+    for entry in entries:
         try:
             networks.append(ipaddress.ip_network(entry, strict=False))
         except (TypeError, ValueError):
@@ -248,10 +256,10 @@ def _validate_presence(presence):
     where = 'settings.REALTIME["PRESENCE"]'
     if not isinstance(presence, dict):
         raise RealtimeConfigError(f"{where} must be a dict, got {presence!r}.")
-    unknown = sorted(set(presence) - {"BACKEND", "TTL", "URL", "PREFIX"})
+    unknown = sorted(set(presence) - {"BACKEND", "TTL", "URL", "SENTINEL", "PREFIX"})
     if unknown:
         raise RealtimeConfigError(
-            f"Unknown key(s) in {where}: {', '.join(unknown)}. Known keys: BACKEND, PREFIX, TTL, URL."
+            f"Unknown key(s) in {where}: {', '.join(unknown)}. Known keys: BACKEND, PREFIX, SENTINEL, TTL, URL."
         )
     ttl = presence.get("TTL", 60)
     if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or ttl <= 0:
@@ -259,6 +267,37 @@ def _validate_presence(presence):
     for key in ("BACKEND", "URL", "PREFIX"):
         if key in presence and not (isinstance(presence[key], str) and presence[key]):
             raise RealtimeConfigError(f'{where}["{key}"] must be a non-empty string.')
+    sentinel = presence.get("SENTINEL")
+    if sentinel is not None and not (
+        isinstance(sentinel, dict)
+        and isinstance(sentinel.get("master_name"), str)
+        and isinstance(sentinel.get("sentinels"), (list, tuple))
+        and sentinel["sentinels"]
+        and all(isinstance(s, (list, tuple)) and len(s) == 2 for s in sentinel["sentinels"])
+    ):
+        raise RealtimeConfigError(
+            f'{where}["SENTINEL"] must be a dict like {{"sentinels": [("10.0.0.1", 26379), ...], '
+            f'"master_name": "mymaster"}}, got {sentinel!r}.'
+        )
+
+
+def _validate_metrics(metrics):
+    """Return ``METRICS`` merged over :data:`METRICS_DEFAULTS`, ``ALLOW_IPS`` as networks."""
+    where = 'settings.REALTIME["METRICS"]'
+    if not isinstance(metrics, dict):
+        raise RealtimeConfigError(f"{where} must be a dict, got {metrics!r}.")
+    unknown = sorted(set(metrics) - set(METRICS_DEFAULTS))
+    if unknown:
+        raise RealtimeConfigError(
+            f"Unknown key(s) in {where}: {', '.join(unknown)}. Known keys: ALLOW_IPS, ENABLED, TOKEN."
+        )
+    merged = {**METRICS_DEFAULTS, **metrics}
+    if not isinstance(merged["ENABLED"], bool):
+        raise RealtimeConfigError(f'{where}["ENABLED"] must be True or False, got {merged["ENABLED"]!r}.')
+    if not isinstance(merged["TOKEN"], str):
+        raise RealtimeConfigError(f'{where}["TOKEN"] must be a string.')
+    merged["ALLOW_IPS"] = _networks(merged["ALLOW_IPS"], f'{where}["ALLOW_IPS"]')
+    return merged
 
 
 def setting(key):

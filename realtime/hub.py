@@ -20,7 +20,7 @@ import weakref
 from channels.db import database_sync_to_async
 
 from . import layer as layer_messages
-from . import store
+from . import metrics, store
 from .conf import setting
 from .outbound import Outgoing
 from .streams import group_name
@@ -30,6 +30,10 @@ logger = logging.getLogger("realtime")
 #: Group memberships are re-asserted this often: a Redis restart or failover
 #: forgets them, and channels-redis expires them after ``group_expiry``.
 REJOIN_INTERVAL = 600.0
+
+#: Deliveries are added to the metric at most this often: a Prometheus
+#: counter's ``inc()`` costs more than a delivery to one socket's share of CPU.
+DELIVERIES_FLUSH_INTERVAL = 1.0
 
 #: Pongs share one database read of stream heads per this many seconds ...
 HEADS_TTL = 0.5
@@ -53,8 +57,9 @@ class Hub:
 
     A subscriber is any object with ``push(stream, seq, out)`` (``out`` an
     :class:`~realtime.outbound.Outgoing`; writes or queues it without
-    waiting), ``async reset(stream, epoch)``, ``async revoke(user_pk, code)``
-    and ``recheck(user_pk)``.
+    waiting, and returns True if it wrote it: a delivery), ``async
+    reset(stream, epoch)``, ``async revoke(user_pk, code)`` and
+    ``recheck(user_pk)``.
     """
 
     def __init__(self, layer):
@@ -76,6 +81,8 @@ class Hub:
         self._heads_batch = None
         self._leaving = set()
         self._leave_task = None
+        self._delivered = 0  # not yet added to metrics.deliveries
+        self._flush_handle = None
 
     # Membership -------------------------------------------------------------
 
@@ -90,6 +97,7 @@ class Hub:
                         try:
                             await self.layer.group_add(group_name(stream), self.channel)
                         except Exception:
+                            metrics.layer_failures.labels(operation="group_add").inc()
                             # Serve the socket from the log meanwhile; the receive
                             # loop re-joins every group once the layer is back.
                             logger.warning("realtime: group_add failed for %s", stream, exc_info=True)
@@ -171,6 +179,7 @@ class Hub:
             try:
                 await self.layer.group_add(layer_messages.HUBS_GROUP, self.channel)
             except Exception:
+                metrics.layer_failures.labels(operation="group_add").inc()
                 logger.warning("realtime: joining the hubs group failed", exc_info=True)
                 self._stale = True
                 self._start_rejoin()
@@ -182,6 +191,9 @@ class Hub:
         if task is None:
             return
         layer_messages.hub_stopped(self)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_deliveries()
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle = None
@@ -219,6 +231,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                metrics.layer_failures.labels(operation="receive").inc()
                 if not self._stale:
                     logger.warning(
                         "realtime: channel layer receive failed; retrying and then "
@@ -248,6 +261,7 @@ class Hub:
             try:
                 await self._rejoin()
             except Exception:
+                metrics.layer_failures.labels(operation="group_add").inc()
                 delay = min(delay * 2, 5.0)
 
     async def _rejoin(self):
@@ -304,6 +318,7 @@ class Hub:
             if last is None or seq <= last:
                 return
             if seq > last + 1:
+                metrics.gap_fills.inc()
                 await self._fill(stream, upto=seq - 1)
             if seq == self.fanned_out.get(stream, seq) + 1:
                 self.fanned_out[stream] = seq
@@ -323,11 +338,23 @@ class Hub:
 
     async def _fan_out(self, stream, seq, text):
         out = Outgoing(text)
+        written = 0
         for consumer in tuple(self.subscribers.get(stream, ())):
             try:
-                consumer.push(stream, seq, out)
+                if consumer.push(stream, seq, out):
+                    written += 1
             except Exception:
                 logger.exception("realtime: delivery to one connection failed")
+        self._delivered += written
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(
+                DELIVERIES_FLUSH_INTERVAL, self._flush_deliveries
+            )
+
+    def _flush_deliveries(self):
+        self._flush_handle = None
+        delivered, self._delivered = self._delivered, 0
+        metrics.deliveries.inc(delivered)
 
     async def _fill(self, stream, upto=None):
         """Read what this process has not fanned out yet from the log and fan it out."""
@@ -372,6 +399,7 @@ class Hub:
         for stream in streams:
             self._note(stream, heads[stream][0], heads[stream][1])
             if heads[stream][0] > self.fanned_out.get(stream, heads[stream][0]):
+                metrics.catch_ups.inc()
                 async with self._fanout:
                     await self._fill(stream)
                 # The log was ahead of the layer: more may be in flight or lost.

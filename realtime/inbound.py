@@ -14,7 +14,7 @@ import time
 from channels.db import database_sync_to_async
 from django.db import DatabaseError
 
-from . import envelope, presence, store
+from . import envelope, metrics, presence, store
 from .delivery import start_position
 from .protocol import CLOSE_POLICY, CLOSE_TOO_BIG, ProtocolError, parse
 from .streams import authorize, user_stream
@@ -97,6 +97,7 @@ class ClientFrames:
         return True
 
     async def _invalid_frame(self, code, message):
+        metrics.frames_refused.labels(code=code).inc()
         self._invalid += 1
         if self._invalid > self.config["MAX_INVALID_FRAMES"]:
             await self.close(code=CLOSE_POLICY)

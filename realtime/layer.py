@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from channels.exceptions import InvalidChannelLayerError
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from . import sender
+from . import metrics, sender
 from .conf import setting
 from .exceptions import RealtimeConfigError
 from .streams import group_name
@@ -182,6 +182,7 @@ async def _deliver(layer, messages):
     try:
         await asyncio.wait_for(_group_send_all(layer, coalesce(messages)), sender.SEND_TIMEOUT)
     except Exception:
+        metrics.layer_failures.labels(operation="send").inc()
         logger.warning(
             "realtime: channel layer unreachable; %d message(s) stored but not pushed "
             "live (clients recover them from the log on their next heartbeat).",

@@ -197,18 +197,23 @@ class RedisPresence(BasePresence):
     hold ``<user>|<connection>``, ``<prefix>u:<user>`` holds connection ids and
     ``<prefix>streams`` the stream names. Reads drop expired members first, and
     every key expires on its own once nothing refreshes it. Nothing outside
-    the prefix is touched.
+    the prefix is touched. With ``sentinel`` (a channels-redis Sentinel host
+    entry) every new connection asks the sentinels where the master is, so
+    presence follows a failover.
     """
 
     shared = True
 
-    def __init__(self, ttl=DEFAULT_TTL, url=None, prefix="realtime:presence:", **options):
+    def __init__(self, ttl=DEFAULT_TTL, url=None, prefix="realtime:presence:", sentinel=None, **options):
         super().__init__(ttl, **options)
-        if not url:
+        if not url and not sentinel:
             raise RealtimeConfigError(
-                'RedisPresence needs a Redis URL: set settings.REALTIME["PRESENCE"]["URL"].'
+                'RedisPresence needs a Redis URL: set settings.REALTIME["PRESENCE"]["URL"] '
+                '(or ["SENTINEL"] for a Sentinel-managed master).'
             )
         self.url = url
+        # A channels-redis Sentinel host entry; wins over ``url`` (realtime.sentinel).
+        self.sentinel = sentinel
         self.prefix = prefix
         # The limit key each local connection is counted under, refreshed with its entry.
         self._claims = {}
@@ -228,9 +233,13 @@ class RedisPresence(BasePresence):
         if client is None:
             # Wait for a free connection instead of failing when many sockets
             # open or close at once (a plain pool raises when it runs out).
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
-                self.url, max_connections=50, timeout=10, socket_timeout=5, socket_connect_timeout=2
-            )
+            options = {"max_connections": 50, "timeout": 10, "socket_timeout": 5, "socket_connect_timeout": 2}
+            if self.sentinel:
+                from .sentinel import master_pool
+
+                pool = master_pool(self.sentinel, is_async=True, **options)
+            else:
+                pool = redis.asyncio.BlockingConnectionPool.from_url(self.url, **options)
             client = redis.asyncio.Redis(connection_pool=pool)
             self._async_clients[loop] = client
         return client
@@ -242,9 +251,13 @@ class RedisPresence(BasePresence):
             if self._sync_client is None:
                 import redis
 
-                self._sync_client = redis.Redis.from_url(
-                    self.url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
-                )
+                options = {"socket_timeout": 2, "socket_connect_timeout": 2, "decode_responses": True}
+                if self.sentinel:
+                    from .sentinel import master_pool
+
+                    self._sync_client = redis.Redis(connection_pool=master_pool(self.sentinel, **options))
+                else:
+                    self._sync_client = redis.Redis.from_url(self.url, **options)
             return self._sync_client
 
     async def _record(self, connection_id, user, streams, left, expires):
@@ -339,7 +352,12 @@ def get_backend():
     path = options.pop("BACKEND", None)
     if path is None:
         derived = _from_channel_layer()
-        path = "realtime.presence.RedisPresence" if derived else "realtime.presence.InMemoryPresence"
+        if "URL" in options or "SENTINEL" in options:
+            # A Redis named here, not the layer's: keep only the layer's key prefix.
+            path = "realtime.presence.RedisPresence"
+            derived = {"PREFIX": derived["PREFIX"]} if derived else {}
+        else:
+            path = "realtime.presence.RedisPresence" if derived else "realtime.presence.InMemoryPresence"
         for key, value in (derived or {}).items():
             options.setdefault(key, value)
     try:
@@ -352,13 +370,16 @@ def get_backend():
 
 
 def _from_channel_layer():
-    """``{"URL", "PREFIX"}`` from a channels_redis layer's first host, or None."""
+    """``{"URL" or "SENTINEL", "PREFIX"}`` from a channels_redis layer's first host, or None."""
     layer = (getattr(settings, "CHANNEL_LAYERS", {}) or {}).get(setting("CHANNEL_LAYER")) or {}
     if not str(layer.get("BACKEND", "")).startswith("channels_redis"):
         return None
     config = layer.get("CONFIG") or {}
+    prefix = f"{config.get('prefix', 'asgi')}:realtime:presence:"
     hosts = config.get("hosts") or [("localhost", 6379)]
     host = hosts[0]
+    if isinstance(host, dict) and "master_name" in host:
+        return {"SENTINEL": host, "PREFIX": prefix}
     if isinstance(host, dict):
         host = host.get("address")
     if isinstance(host, (list, tuple)) and len(host) == 2:
@@ -369,7 +390,7 @@ def _from_channel_layer():
             'presence in memory. Set REALTIME["PRESENCE"]["URL"].'
         )
         return None
-    return {"URL": host, "PREFIX": f"{config.get('prefix', 'asgi')}:realtime:presence:"}
+    return {"URL": host, "PREFIX": prefix}
 
 
 @receiver(setting_changed)

@@ -11,7 +11,7 @@ import logging
 
 from channels.db import database_sync_to_async
 
-from . import envelope, store
+from . import envelope, metrics, store
 from .delivery import start_position
 from .protocol import CLOSE_SERVER_ERROR
 
@@ -79,6 +79,7 @@ class Replay:
                 texts, replay = delivery.drain(stream)
                 for text in texts:
                     await self.send_text(text)
+                self._sent += len(texts)
                 if not replay and not delivery.has_queued(stream):
                     return
         except asyncio.CancelledError:
@@ -109,6 +110,7 @@ class Replay:
         last = self.delivery.last
         if self._replaying is None:
             self._replaying = asyncio.Lock()
+        metrics.replays.inc()
         while stream in last and not self._closing:
             await self._out.drained(limit // 4)
             async with self._replaying:  # one batch in memory per connection
@@ -121,21 +123,27 @@ class Replay:
                 if rows[0][0] > after + 1:
                     heads = await self.hub.heads([stream])
                     await self._resync(stream, rows[0][0] - 1, heads[stream][1], "pruned")
-                size = 0
-                for seq, text in rows:
-                    if self._out.buffered > limit // 2:
-                        await self._out.drained(limit // 4)
-                    if stream not in last or self._closing:
-                        return
-                    last[stream] = seq
-                    size += len(text)
-                    await self.send_text(text)
+                size = sent = 0
+                try:
+                    for seq, text in rows:
+                        if self._out.buffered > limit // 2:
+                            await self._out.drained(limit // 4)
+                        if stream not in last or self._closing:
+                            return
+                        last[stream] = seq
+                        size += len(text)
+                        await self.send_text(text)
+                        sent += 1
+                finally:
+                    self._replayed += sent
+                    metrics.messages_replayed.inc(sent)
             if len(rows) < batch:
                 return
             batch = max(1, min(self.config["REPLAY_BATCH"], (limit // 2) * len(rows) // max(size, 1)))
 
     async def _resync(self, stream, seq, epoch, reason):
         self.delivery.last[stream] = seq
+        metrics.resyncs.labels(reason=reason).inc()
         await self.send_text(
             envelope.control(
                 "resync",

@@ -25,6 +25,7 @@ a few statements per stream.
 
 import datetime
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -33,7 +34,7 @@ from django.db import IntegrityError, connections, router, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from . import envelope
+from . import envelope, metrics
 from .models import Message, Stream, new_epoch
 
 #: Rows per multi-row INSERT and names per IN list: far below every backend's
@@ -430,12 +431,15 @@ def heads(names, using=None):
 def read_after(name, after, limit, using=None):
     """Return up to ``limit`` ``(seq, envelope)`` pairs of ``name`` with seq > ``after``, in order."""
     using = using or db_alias()
-    return list(
+    started = time.perf_counter()
+    rows = list(
         Message.objects.using(using)
         .filter(stream__name=name, seq__gt=after)
         .order_by("seq")
         .values_list("seq", "envelope")[:limit]
     )
+    metrics.log_read_seconds.observe(time.perf_counter() - started)
+    return rows
 
 
 def reset(name, using=None):

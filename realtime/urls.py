@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import health, inbox_views, views
+from . import health, inbox_views, metrics_views, views
 
 app_name = "realtime"
 
@@ -15,4 +15,5 @@ urlpatterns = [
     path("inbox/archive", inbox_views.archive, name="inbox-archive"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_views.scrape, name="metrics"),
 ]

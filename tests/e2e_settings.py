@@ -1,12 +1,14 @@
 """Settings for daphne and publisher processes started by the end-to-end tests.
 
 They share the test database that pytest-django created, and the channel layer
-named by the environment (REDIS_URL, or the in-memory layer without it).
+named by the environment (REDIS_SENTINELS or REDIS_URL as in project/settings.py,
+or the in-memory layer without either).
 """
 
 import json
 import os
 
+from project.settings import redis_host
 from tests.settings import *  # noqa: F401,F403
 from tests.settings import DATABASES, REALTIME
 
@@ -17,12 +19,12 @@ else:
         "test_" + DATABASES["default"]["NAME"]
     )
 
-if os.environ.get("REDIS_URL"):
+if redis_host():
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": None, "max_connections": 1000}],
+                "hosts": [{**redis_host(), "socket_timeout": None, "max_connections": 1000}],
                 "prefix": os.environ.get("REALTIME_REDIS_PREFIX", "asgi"),
             },
         }

@@ -54,23 +54,25 @@ def require(executable, fix):
 class RedisServer:
     """A private redis-server that keeps nothing on disk; can be stopped and restarted on its port."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, args=()):
         self.exe = require("redis-server", "run `make test` (it installs it) or `apt-get install redis-server`.")
         self.port = free_port()
         self.workdir = str(workdir)
         self.log = os.path.join(self.workdir, f"redis-{self.port}.log")
+        #: More command-line options, e.g. ``["--replicaof", "127.0.0.1", "6379"]``.
+        self.args = list(args)
         self.proc = None
 
     @property
     def url(self):
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def command(self):
+        return [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", self.workdir, "--logfile", self.log, *self.args]
+
     def start(self):
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.workdir, "--logfile", self.log],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc, log=self.log)
         return self
 
@@ -79,6 +81,27 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
+
+
+class SentinelServer(RedisServer):
+    """A Redis Sentinel (``redis-server sentinel.conf --sentinel``) watching ``master`` as ``name``.
+
+    Quick to act, for tests: the master is down after 1 s without an answer.
+    """
+
+    def __init__(self, workdir, master, name="mymaster", quorum=2):
+        super().__init__(workdir)
+        self.conf = os.path.join(self.workdir, f"sentinel-{self.port}.conf")
+        with open(self.conf, "w") as fh:  # the sentinel rewrites it as it learns
+            fh.write(
+                f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\nlogfile {self.log}\n"
+                f"sentinel monitor {name} 127.0.0.1 {master.port} {quorum}\n"
+                f"sentinel down-after-milliseconds {name} 1000\n"
+                f"sentinel failover-timeout {name} 5000\n"
+            )
+
+    def command(self):
+        return [self.exe, self.conf, "--sentinel"]
 
 
 class DaphneServer:

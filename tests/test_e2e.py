@@ -49,16 +49,26 @@ async def start_clients(servers, cookie, count, **kwargs):
     return clients
 
 
+async def received_everything(clients, stream, end, timeout=60):
+    """Wait for messages 1..``end`` of ``stream`` at every client; assert each has them once, in order.
+
+    Their payloads are ``{"n": 0..end-1}``, as tests/publisher.py sends them.
+    """
+    done = await asyncio.gather(*(c.wait_for(stream, end, timeout) for c in clients))
+    counts = sorted(len(c.seqs(stream)) for c in clients)
+    assert all(done), f"per-client counts (min/max): {counts[0]}/{counts[-1]}"
+    for client in clients:
+        assert client.seqs(stream) == list(range(1, end + 1)), "gap, duplicate or reordering"
+        assert [p["n"] for p in client.payloads(stream)] == list(range(end))
+
+
 async def test_two_servers_one_redis_publisher_in_a_third_process(cluster, login_cookie):
     servers, env = cluster(2)
     _, cookie = await sync_to_async(login_cookie)()
     clients = await start_clients(servers, cookie, 6)
     await sync_to_async(finish)(publish(env, "broadcast", 50))
     try:
-        assert all(await asyncio.gather(*(c.wait_for("broadcast", 50, 30) for c in clients)))
-        for client in clients:
-            assert client.seqs("broadcast") == list(range(1, 51))
-            assert [p["n"] for p in client.payloads("broadcast")] == list(range(50))
+        await received_everything(clients, "broadcast", 50, 30)
     finally:
         await asyncio.gather(*(c.stop() for c in clients))
 
@@ -100,10 +110,7 @@ async def test_redis_restart_under_load_loses_nothing(cluster, login_cookie, red
         await sync_to_async(finish)(publish(env, "broadcast", 100, start=100))
         redis_server.start()
         await sync_to_async(finish)(publish(env, "broadcast", 100, start=200))
-        assert all(await asyncio.gather(*(c.wait_for("broadcast", 300, 60) for c in clients)))
-        for client in clients:
-            assert client.seqs("broadcast") == list(range(1, 301))
-            assert [p["n"] for p in client.payloads("broadcast")] == list(range(300))
+        await received_everything(clients, "broadcast", 300)
     finally:
         await asyncio.gather(*(c.stop() for c in clients))
 
