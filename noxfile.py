@@ -6,10 +6,11 @@
 
 Each session installs the test requirements with that Django into its own
 virtualenv (under .nox/) and runs the suite without the browser tests, with
-DeprecationWarnings raised from realtime's own code as errors, so the next
+DeprecationWarnings and PendingDeprecationWarnings raised from realtime's own
+code as errors (Django 5.2 warns of what 6.0 and 6.1 remove), so the next
 Django release does not surprise anyone. `make test` runs the default
-combination (the .venv), browser tests included; `.ci/run` adds the newest
-and the oldest combination here.
+combination (the .venv: Django 5.2 on Python 3.11, the oldest), browser tests
+included; `.ci/run` adds the newest combination here.
 """
 
 import glob
@@ -41,5 +42,7 @@ def tests(session, django):
         "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
         "--ignore=tests/browser", "--ignore=tests/test_quickstart.py",
         "-W", "error::DeprecationWarning:realtime",
+        # Django 5.2 raises what 6.1 removes as PendingDeprecationWarning.
+        "-W", "error::PendingDeprecationWarning:realtime",
         *session.posargs,
     )

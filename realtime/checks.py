@@ -368,3 +368,35 @@ def check_metrics(app_configs=None, **kwargs):
             )
         ]
     return []
+
+
+#: The Django feature releases realtime is tested on (noxfile.py); keep in step
+#: with pyproject.toml's ``Django`` range and its classifiers.
+TESTED_DJANGO = ((5, 2),)
+
+
+@register(Tags.compatibility)
+def check_django_version(app_configs=None, **kwargs):
+    """An older Django than realtime needs is an error; a newer, untested one a warning."""
+    import django
+
+    release = tuple(django.VERSION[:2])
+    tested = ", ".join("%d.%d" % version for version in TESTED_DJANGO)
+    if release < min(TESTED_DJANGO):
+        return [
+            Error(
+                f"Django {django.get_version()} is older than realtime supports (tested: {tested}).",
+                hint=f'pip install "Django~={"%d.%d" % min(TESTED_DJANGO)}.0"',
+                id="realtime.E006",
+            )
+        ]
+    if release not in TESTED_DJANGO:
+        return [
+            Warning(
+                f"Django {django.get_version()} is newer than the releases realtime is tested on ({tested}).",
+                hint="Run its test suite on this Django (noxfile.py) before relying on it, "
+                "or pin the tested release.",
+                id="realtime.W010",
+            )
+        ]
+    return []

@@ -310,3 +310,34 @@ def test_asgi_that_imports_the_routes_before_setting_django_up(settings, tmp_pat
 
 def test_the_demos_asgi_is_in_order():
     assert checks.check_asgi_import_order() == []
+
+
+@pytest.mark.parametrize("version", [(5, 1, 9, "final", 0), (4, 2, 30, "final", 0)])
+def test_django_older_than_supported(monkeypatch, version):
+    import django
+
+    monkeypatch.setattr(django, "VERSION", version)
+    assert checks.check_django_version() == [
+        Error(
+            f"Django {django.get_version()} is older than realtime supports (tested: 5.2).",
+            hint='pip install "Django~=5.2.0"',
+            id="realtime.E006",
+        )
+    ]
+
+
+def test_django_newer_than_tested(monkeypatch):
+    import django
+
+    monkeypatch.setattr(django, "VERSION", (6, 1, 0, "final", 0))
+    assert checks.check_django_version() == [
+        Warning(
+            "Django 6.1 is newer than the releases realtime is tested on (5.2).",
+            hint="Run its test suite on this Django (noxfile.py) before relying on it, or pin the tested release.",
+            id="realtime.W010",
+        )
+    ]
+
+
+def test_installed_django_is_tested():
+    assert checks.check_django_version() == []
