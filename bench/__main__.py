@@ -76,6 +76,23 @@ def wait_port(port, proc, timeout=30):
     raise SystemExit(f"nothing listened on {port}")
 
 
+def start_redis(tmp, *options):
+    """A private redis-server on a free port (the shared one is never touched): ``(process, port)``."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", tmp, *options],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, port
+
+
 def cpu_seconds(pids):
     total = 0
     for pid in pids:
@@ -245,13 +262,7 @@ def main(argv=None):
     workloads = {k: (QUICK if args.quick else WORKLOADS)[k] for k in args.workloads.split(",")}
     servers = args.only.split(",")
     tmp = tempfile.mkdtemp(prefix="realtime-bench-")
-    redis_port = free_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", tmp, "--maxclients", "20000"],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_port(redis_port, redis)
+    redis, redis_port = start_redis(tmp, "--maxclients", "20000")
     run = Run(tmp, redis_port)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=run.env, check=True)
     results = {}

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.__main__ import ROOT, free_port, wait_port
+from bench.__main__ import ROOT, start_redis
 
 BEGIN, END = "<!-- bench-inbox:begin -->", "<!-- bench-inbox:end -->"
 
@@ -113,22 +113,6 @@ class Postgres:
 
         with psycopg.connect(self.url, autocommit=True) as admin:
             admin.execute(self.drop_sql)
-
-
-def start_redis(tmp):
-    """A private redis-server on a free port: the shared one is never touched."""
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def run_worker(label, env, sizes):
@@ -329,7 +313,8 @@ def main(argv=None):
     redis, postgres, results = None, None, {}
     started = time.monotonic()
     try:
-        redis, redis_url = start_redis(tmp)
+        redis, redis_port = start_redis(tmp)
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),

@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.__main__ import BENCH, ROOT, free_port, rss_bytes, wait_port
+from bench.__main__ import BENCH, ROOT, free_port, rss_bytes, start_redis, wait_port
 
 KIB = 1024
 APPS = {
@@ -190,12 +190,7 @@ def main(argv=None):
     if args.tracemalloc and "raw" in servers:
         raise SystemExit("--tracemalloc probes the Django servers only")
     tmp = tempfile.mkdtemp(prefix="realtime-memory-")
-    redis_port = free_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", tmp, "--maxclients", "20000"],
-        stdout=subprocess.DEVNULL,
-    )
+    redis, redis_port = start_redis(tmp, "--maxclients", "20000")
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -206,7 +201,6 @@ def main(argv=None):
     }
     results = {}
     try:
-        wait_port(redis_port, redis)
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
         for kind in servers:
             for count in counts:

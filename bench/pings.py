@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from bench.__main__ import ROOT, Run, cpu_seconds, free_port, wait_port
+from bench.__main__ import ROOT, Run, cpu_seconds, start_redis
 
 MAKE_SESSIONS = """
 import json, sys
@@ -93,14 +93,9 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=20)
     args = parser.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="realtime-bench-pings-")
-    redis_port = free_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
-        stdout=subprocess.DEVNULL,
-    )
+    redis, redis_port = start_redis(tmp)
     try:
-        wait_port(redis_port, redis)
-        run = Run(tmp, f"redis://127.0.0.1:{redis_port}/0")
+        run = Run(tmp, redis_port)
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=run.env, check=True)
         made = subprocess.run(
             [sys.executable, "-c", MAKE_SESSIONS, str(args.clients)], cwd=ROOT, env=run.env,

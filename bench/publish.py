@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.__main__ import ROOT, free_port, wait_port
+from bench.__main__ import ROOT, start_redis
 
 BEGIN, END = "<!-- bench-publish:begin -->", "<!-- bench-publish:end -->"
 
@@ -152,21 +152,6 @@ def postgres_database(url, env):
         drop_database()
         raise
     return Database("PostgreSQL", "postgresql", env, {"vendor": "postgresql", "dsn": private}, conn, version, drop_database)
-
-
-def start_redis(tmp):
-    """A private redis-server on a free port: the shared one is never touched."""
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc)
-    except BaseException:
-        proc.kill()
-        raise
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 # Running workers -------------------------------------------------------------
@@ -501,7 +486,8 @@ def main(argv=None):
     redis, dbs = None, []
     started = time.monotonic()
     try:
-        redis, redis_url = start_redis(tmp)
+        redis, redis_port = start_redis(tmp)
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
         env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url, "DJANGO_SETTINGS_MODULE": "bench.settings"}
         dbs.append(sqlite_database(tmp, env))
         if os.environ.get("DATABASE_URL"):
