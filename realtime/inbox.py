@@ -82,15 +82,21 @@ def inbox_streams(user):
 
 
 def unread_count(user):
-    """``{"total": n, "streams": {name: n}}``: the user's unread inbox items.
+    """``{"total": n, "streams": {name: n}, "heads": {name: seq}}``: the user's unread inbox items.
 
-    Two queries once every stream has a state row (one when all of them
-    have): the user's states joined with their streams' counters, then the
-    streams that have none yet.
+    ``heads`` is each stream's newest seq the counts include: a client that
+    receives an item with a seq at or below it knows not to add it again,
+    whichever of the two reached it first. Two queries once every stream has
+    a state row (one when all of them have): the user's states joined with
+    their streams' counters, then the streams that have none yet.
     """
-    views = _views(user)
+    return _counts(_views(user))
+
+
+def _counts(views):
     counts = {name: view.unread for name, view in views.items()}
-    return {"total": sum(counts.values()), "streams": counts}
+    heads = {name: view.seq for name, view in views.items()}
+    return {"total": sum(counts.values()), "streams": counts, "heads": heads}
 
 
 def items(user, before=None, limit=20):
@@ -132,12 +138,7 @@ def items(user, before=None, limit=20):
         result.append(item)
     # Some candidates were left for later, or a stream may hold more than it gave.
     more = len(candidates) > len(page) or full
-    counts = {name: view.unread for name, view in views.items()}
-    return {
-        "items": result,
-        "next": _encode_cursor(bounds) if more and page else None,
-        "unread": {"total": sum(counts.values()), "streams": counts},
-    }
+    return {"items": result, "next": _encode_cursor(bounds) if more and page else None, "unread": _counts(views)}
 
 
 # Changing ------------------------------------------------------------------
@@ -242,10 +243,11 @@ def unread_of(head, floor, read_upto, read):
 class _View:
     """One stream of a user's inbox: its counters and the user's read state."""
 
-    __slots__ = ("stream_pk", "head", "floor", "read_upto", "read", "archived")
+    __slots__ = ("stream_pk", "seq", "head", "floor", "read_upto", "read", "archived")
 
-    def __init__(self, stream_pk=None, head=0, floor=0, read_upto=0, read=(), archived=()):
-        self.stream_pk, self.head, self.floor = stream_pk, head, floor
+    def __init__(self, stream_pk=None, seq=0, head=0, floor=0, read_upto=0, read=(), archived=()):
+        # seq: the stream's last_seq, read with head in one statement (one snapshot).
+        self.stream_pk, self.seq, self.head, self.floor = stream_pk, seq, head, floor
         self.read_upto, self.read, self.archived = read_upto, frozenset(read), list(archived)
 
     @property
@@ -261,10 +263,19 @@ def _views(user):
     if not names:
         raise InboxError("anonymous", "Only a signed-in user has an inbox.")
     views = dict.fromkeys(names)
-    for stream_pk, name, head, floor, read_upto, read, archived in InboxState.objects.filter(
+    for stream_pk, name, seq, head, floor, read_upto, read, archived in InboxState.objects.filter(
         user=user, stream__name__in=names
-    ).values_list("stream_id", "stream__name", "stream__inbox_head", "stream__inbox_floor", "read_upto", "read", "archived"):
-        views[name] = _View(stream_pk, head, floor, read_upto, read, archived)
+    ).values_list(
+        "stream_id",
+        "stream__name",
+        "stream__last_seq",
+        "stream__inbox_head",
+        "stream__inbox_floor",
+        "read_upto",
+        "read",
+        "archived",
+    ):
+        views[name] = _View(stream_pk, seq, head, floor, read_upto, read, archived)
     missing = [name for name, view in views.items() if view is None]
     if missing:
         for name, view in _start(user, missing).items():
@@ -279,9 +290,9 @@ def _start(user, names):
     published before that count as read.
     """
     streams = {
-        name: (pk, head, floor)
-        for pk, name, head, floor in Stream.objects.filter(name__in=names).values_list(
-            "pk", "name", "inbox_head", "inbox_floor"
+        name: (pk, seq, head, floor)
+        for pk, name, seq, head, floor in Stream.objects.filter(name__in=names).values_list(
+            "pk", "name", "last_seq", "inbox_head", "inbox_floor"
         )
     }
     joined = getattr(user, "date_joined", None)
@@ -290,7 +301,7 @@ def _start(user, names):
         if name not in streams:
             views[name] = _View()  # nothing published yet: no row to hang a state on
             continue
-        pk, head, floor = streams[name]
+        pk, seq, head, floor = streams[name]
         start = 0
         oldest = None
         if joined is not None and head:
@@ -308,7 +319,7 @@ def _start(user, names):
                 .first()
             )
             start = before or 0
-        views[name] = _View(pk, head, floor, start)
+        views[name] = _View(pk, seq, head, floor, start)
         new.append(InboxState(user=user, stream_id=pk, read_upto=start))
     if new:
         # Two requests may start the same rows at once: both compute the same start.

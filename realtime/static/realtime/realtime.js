@@ -860,13 +860,6 @@ export class RealtimeClient extends Emitter {
     this._send({ type: "resume", streams, epochs });
   }
 
-  _onResync(stream) {
-    // The stream's seqs may start again from 1 (a reset): forget the items seen on it.
-    this._recent = this._recent.filter((item) => item.stream !== stream);
-    this._seen = new Set(this._recent.map((item) => `${item.stream}\n${item.seq}`));
-    if (this._counts === null || this._counts.has(stream)) this._recountInBackground();
-  }
-
   _onMessage(message) {
     const { stream, seq } = message;
     if (seq !== null) {
@@ -940,8 +933,10 @@ export class InboxRequestError extends Error {
  * one of its streams, it is fetched again, so a device that was away comes
  * back right. Server times order them, whatever order they arrive in (streams
  * are replayed one after the other): a count is not replaced by an older
- * one, an item a count already includes is not added again, and a count is
- * fetched again if inbox messages arrived while it was on its way.
+ * one, and a count is fetched again if inbox messages arrived while it was
+ * on its way. Every count the server gives names the newest seq of each
+ * stream it includes (`heads`), so an item that arrives after a count that
+ * already includes it is not added again.
  *
  * Events (`on(type, handler)`): `count` ({total, streams, oldTotal}), `item`
  * (the message of a new inbox item), `change` (the `inbox.changed` message),
@@ -967,6 +962,8 @@ export class Inbox extends Emitter {
     // Server time (ms) up to which the counts include every item; items from
     // before it are not added again, counts from before it are not taken.
     this._countedAt = null;
+    /** @type {Map<string, number>} Per stream, the newest seq the counts include (the server's `heads`). */
+    this._heads = new Map();
     /** @type {Array<{stream: string, seq: number, at: number | null}>} Items seen, oldest first. */
     this._recent = [];
     this._seen = new Set();
@@ -978,7 +975,7 @@ export class Inbox extends Emitter {
     this._recounting = null;
     if (!this._url) return;
     const unread = options.unread && countsFrom(options.unread);
-    if (unread) this._setCounts(unread, serverTime(options.unread.ts));
+    if (unread) this._setCounts(unread, serverTime(options.unread.ts), headsFrom(options.unread));
     client.on("open", (welcome) => this._onOpen(welcome));
     client.on("message", (message) => this._onMessage(message));
     client.on("resync", ({ stream }) => this._onResync(stream));
@@ -1077,9 +1074,11 @@ export class Inbox extends Emitter {
    *
    * @param {Map<string, number>} counts
    * @param {number | null} countedAt  Server time (ms) the counts include every item up to.
+   * @param {Map<string, number> | null} [heads]  The server's newest seq per stream the counts include.
    */
-  _setCounts(counts, countedAt) {
+  _setCounts(counts, countedAt, heads = null) {
     if (countedAt !== null && (this._countedAt === null || countedAt > this._countedAt)) this._countedAt = countedAt;
+    if (heads !== null) this._heads = heads;
     const old = this._counts;
     this._counts = counts;
     if (old !== null && old.size === counts.size && [...counts].every(([name, n]) => old.get(name) === n)) return;
@@ -1100,7 +1099,7 @@ export class Inbox extends Emitter {
   _tookCounts(unread, mark) {
     const counts = countsFrom(unread);
     if (counts === null || mark.activity !== this._activity) return false;
-    this._setCounts(counts, mark.seenAt);
+    this._setCounts(counts, mark.seenAt, headsFrom(unread));
     return true;
   }
 
@@ -1125,6 +1124,7 @@ export class Inbox extends Emitter {
     // The stream's seqs may start again from 1 (a reset): forget the items seen on it.
     this._recent = this._recent.filter((item) => item.stream !== stream);
     this._seen = new Set(this._recent.map((item) => `${item.stream}\n${item.seq}`));
+    this._heads.delete(stream);
     if (this._counts === null || this._counts.has(stream)) this._recountInBackground();
   }
 
@@ -1150,8 +1150,12 @@ export class Inbox extends Emitter {
       this._seen.delete(`${oldStream}\n${oldSeq}`);
     }
     this._activity += 1;
-    // An item from before the counts were taken is in them already (e.g. replayed after a recount).
-    if (this._counts !== null && !(at !== null && this._countedAt !== null && at <= this._countedAt)) {
+    // An item the counts include already: its seq is at or below their head
+    // (an answer that overtook the item's message), or, for counts without
+    // heads, it is older than they are (e.g. replayed after a recount).
+    const head = this._heads.get(stream);
+    const counted = head !== undefined ? seq <= head : at !== null && this._countedAt !== null && at <= this._countedAt;
+    if (this._counts !== null && !counted) {
       const counts = new Map(this._counts);
       counts.set(stream, counts.get(stream) + 1);
       this._setCounts(counts, null);
@@ -1162,17 +1166,18 @@ export class Inbox extends Emitter {
   _onChanged(message) {
     this._activity += 1;
     const counts = countsFrom(message.payload.unread);
+    const heads = counts && headsFrom(message.payload.unread);
     const at = serverTime(message.ts);
     if (counts === null) {
       console.warn("realtime: ignoring an inbox.changed message without unread counts", message);
     } else if (at === null || this._countedAt === null || at >= this._countedAt) {
       // Newer than the counts held: take its counts plus the items that came after it.
       for (const item of this._recent) {
-        if (item.at !== null && at !== null && item.at > at && counts.has(item.stream)) {
-          counts.set(item.stream, counts.get(item.stream) + 1);
-        }
+        const head = heads ? heads.get(item.stream) : undefined;
+        const after = head !== undefined ? item.seq > head : item.at !== null && at !== null && item.at > at;
+        if (after && counts.has(item.stream)) counts.set(item.stream, counts.get(item.stream) + 1);
       }
-      this._setCounts(counts, at);
+      this._setCounts(counts, at, heads);
     }
     this._emit("change", message);
   }
@@ -1254,6 +1259,16 @@ function countsFrom(value) {
     counts.set(name, n);
   }
   return counts;
+}
+
+/** The `heads` of counts (newest seq per stream they include) as a Map, or null without them. */
+function headsFrom(value) {
+  if (value === null || typeof value !== "object" || value.heads === null || typeof value.heads !== "object") return null;
+  const heads = new Map();
+  for (const [name, seq] of Object.entries(value.heads)) {
+    if (Number.isInteger(seq) && seq >= 0) heads.set(name, seq);
+  }
+  return heads;
 }
 
 function sum(counts) {
