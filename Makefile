@@ -47,6 +47,7 @@ bench: deps system-deps $(VENV)/.bench-deps bench/node_modules
 	$(PY) -m bench.publish
 	$(PY) -m bench.inbox
 	$(PY) -m bench.pings
+	$(PY) -m bench.share
 
 # Refresh and compile realtime's translations after changing user-visible strings.
 messages: deps

@@ -42,6 +42,17 @@ def test_renders_module_script_with_positions_of_the_users_streams():
     assert "autoconnect" not in data and "global" not in data and "nonce" not in html
 
 
+def test_tabs_share_a_connection_keyed_by_user_unless_turned_off(settings):
+    settings.REALTIME = {"ALLOW_ANONYMOUS": True}
+    user = User.objects.create_user("carol")
+    data = attributes(render("{% realtime_client %}", user))
+    # The key keeps two users' tabs apart; the worker is the app's static file.
+    assert (data["share"], data["worker"]) == (str(user.pk), "/static/realtime/worker.js")
+    assert attributes(render("{% realtime_client %}", AnonymousUser()))["share"] == "anon"
+    off = attributes(render("{% realtime_client share=False %}", user))
+    assert "share" not in off and "worker" not in off
+
+
 def test_options_nonce_and_global():
     user = User.objects.create_user("bob", is_staff=True)
     html = render(

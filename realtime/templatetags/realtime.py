@@ -17,6 +17,7 @@ from django import template
 from django.conf import settings
 from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
+from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
 
 from ..conf import setting
@@ -104,7 +105,7 @@ def _inbox_attributes(request, user):
 
 
 @register.simple_tag(takes_context=True)
-def realtime_client(context, nonce=None, autoconnect=True, inbox=True, **options):
+def realtime_client(context, nonce=None, autoconnect=True, inbox=True, share=True, **options):
     """Render the ``<script>`` that starts a realtime client for the current user.
 
     Options: ``url`` (default: the app's WebSocket path), ``heartbeat`` (ms,
@@ -112,8 +113,10 @@ def realtime_client(context, nonce=None, autoconnect=True, inbox=True, **options
     ``backoff_max``, ``backoff_floor``, ``min_uptime``, ``connect_timeout``
     (ms), ``nonce`` (CSP), ``autoconnect`` (False: call ``connect()``
     yourself), ``global`` (True: expose the client as ``window.realtime``;
-    a string: under that name) and ``inbox`` (False: leave the client's
-    inbox off, which otherwise fetches the unread count on every connect).
+    a string: under that name), ``inbox`` (False: leave the client's
+    inbox off, which otherwise fetches the unread count on every connect)
+    and ``share`` (False: this page's client connects on its own rather than
+    sharing one connection with the user's other tabs).
     An anonymous visitor gets a client that does not connect unless
     ``REALTIME["ALLOW_ANONYMOUS"]`` is on, and never an inbox.
     """
@@ -124,7 +127,7 @@ def realtime_client(context, nonce=None, autoconnect=True, inbox=True, **options
     if unknown:
         raise template.TemplateSyntaxError(
             f"realtime_client got unknown option(s) {', '.join(unknown)}; "
-            f"known: nonce, autoconnect, global, inbox, {', '.join(OPTIONS)}."
+            f"known: nonce, autoconnect, global, inbox, share, {', '.join(OPTIONS)}."
         )
     request, user = _user(context)
     anonymous = user is None or not user.is_authenticated
@@ -145,6 +148,10 @@ def realtime_client(context, nonce=None, autoconnect=True, inbox=True, **options
     attributes.append(("positions", json.dumps(initial_positions(user), separators=(",", ":"))))
     if not autoconnect:
         attributes.append(("autoconnect", "false"))
+    if share:
+        # Tabs share a connection per user: the key keeps two users' tabs apart.
+        attributes.append(("share", "anon" if anonymous else str(user.pk)))
+        attributes.append(("worker", static("realtime/worker.js")))
     if global_name:
         attributes.append(("global", "realtime" if global_name is True else str(global_name)))
     return render_to_string(

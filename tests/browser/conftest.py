@@ -26,9 +26,21 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
-#: Records every WebSocket the page opens and every frame it sends or receives.
+#: Records every WebSocket the page opens and every frame it sends or receives,
+#: and every message the page's ``window.realtime`` client delivers (its socket
+#: may be another tab's or a shared worker's) in ``__delivered``.
 FRAME_RECORDER = """
 (() => {
+  const delivered = (window.__delivered = []);
+  let client;
+  Object.defineProperty(window, "realtime", {
+    configurable: true,
+    get: () => client,
+    set: (value) => {
+      client = value;
+      if (value && typeof value.on === "function") value.on("message", (message) => delivered.push(message));
+    },
+  });
   const Native = window.WebSocket;
   const frames = (window.__frames = []);
   let count = 0;

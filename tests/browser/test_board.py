@@ -1,6 +1,5 @@
 """The demo board: task edits in one tab, or in the admin, show up live in every other tab."""
 
-import json
 from contextlib import suppress
 from pathlib import Path
 
@@ -62,8 +61,8 @@ def wait_for_board(page, expected, timeout=10000):
 
 
 def task_messages(page):
-    """``(seq, event, fields)`` of every ``board`` message the page's socket received."""
-    frames = [json.loads(data) for data in page.evaluate("__frames.filter((f) => f.dir === 'in').map((f) => f.data)")]
+    """``(seq, event, fields)`` of every ``board`` message the page's client delivered (conftest's recorder)."""
+    frames = page.evaluate("__delivered")
     return [
         (frame["seq"], frame["payload"]["event"], frame["payload"]["fields"])
         for frame in frames

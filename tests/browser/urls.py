@@ -14,8 +14,12 @@ def client_page(request):
     """A bare page with a realtime client whose options come from the query string.
 
     ``?hold=1`` renders it without connecting; the test calls ``realtime.connect()``.
+    ``?share=1`` lets it share one connection with the user's other tabs
+    (off here, so that each test page holds its own socket for the frame
+    recorder to see).
     """
     options = {name: int(request.GET[name]) for name in NUMBERS if name in request.GET}
+    options["share"] = request.GET.get("share") == "1"
     if "url" in request.GET:
         options["url"] = request.GET["url"]
     return render(request, "browser/page.html", {"options": options, "hold": "hold" in request.GET})

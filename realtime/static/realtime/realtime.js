@@ -18,6 +18,8 @@
  * @module realtime
  */
 
+import { openLink, tabId } from "./share.js";
+
 /**
  * @typedef {"idle" | "connecting" | "open" | "waiting" | "closed"} State
  *
@@ -51,6 +53,11 @@
  * @property {(info: CloseInfo) => boolean} [shouldReconnect]  Retry after this close? Default: {@link defaultShouldReconnect}.
  * @property {Positions} [positions]  Where to resume from on the first connect (the template tag renders them).
  * @property {InboxOptions} [inbox]  Where the signed-in user's inbox is; without `url` the inbox is off.
+ * @property {ShareOptions | false} [share=false]  Share one connection among the tabs of this user (share.js).
+ *
+ * @typedef {object} ShareOptions
+ * @property {string} key  Who the tabs are: the user's pk, or "anon". Tabs of different keys never share.
+ * @property {string} [worker]  URL of worker.js; without it the tabs share through a leader tab.
  *
  * @typedef {object} InboxOptions
  * @property {string} [url]  The inbox endpoint (`{% url 'realtime:inbox' %}`); the others sit beside it.
@@ -211,6 +218,11 @@ class Emitter {
   constructor() {
     /** @type {Map<string, Set<Function>>} */
     this._handlers = new Map();
+    /** @type {WeakSet<Function>} Handlers that run in one tab of the browser only. */
+    this._perBrowser = new WeakSet();
+    // False while a shared message is handled in a tab that is not the one
+    // chosen to run the `perBrowser` handlers.
+    this._lead = true;
   }
 
   /**
@@ -218,11 +230,14 @@ class Emitter {
    *
    * @param {string} type
    * @param {Function} handler
+   * @param {{perBrowser?: boolean}} [options]  `perBrowser`: when tabs share a connection, run
+   *   this handler for a message in one of them only (a visible one), e.g. to show a toast once.
    * @returns {() => void} A function that removes the handler.
    */
-  on(type, handler) {
+  on(type, handler, options = {}) {
     if (!this._handlers.has(type)) this._handlers.set(type, new Set());
     this._handlers.get(type).add(handler);
+    if (options.perBrowser) this._perBrowser.add(handler);
     return () => this.off(type, handler);
   }
 
@@ -243,6 +258,7 @@ class Emitter {
   _call(type, handlers, detail) {
     if (handlers === undefined) return;
     for (const handler of [...handlers]) {
+      if (!this._lead && this._perBrowser.has(handler)) continue;
       try {
         handler(detail);
       } catch (error) {
@@ -272,8 +288,19 @@ export class RealtimeClient extends Emitter {
     /** @type {Required<Omit<Options, "positions" | "heartbeatInterval" | "inbox">> & {heartbeatInterval: number | null}} */
     this.options = { ...DEFAULTS, shouldReconnect: defaultShouldReconnect };
     for (const [key, value] of Object.entries(options)) {
-      if (key !== "positions" && key !== "inbox" && value !== undefined && value !== null) this.options[key] = value;
+      if (key !== "positions" && key !== "inbox" && key !== "share" && value !== undefined && value !== null) {
+        this.options[key] = value;
+      }
     }
+    /** @type {ShareOptions | null} Set while the client shares (or tries to) one connection among tabs. */
+    this._share = options.share && typeof options.share.key === "string" ? { ...options.share } : null;
+    // The link to the shared connection's core (share.js); null when not sharing.
+    this._link = null;
+    this._tabId = tabId();
+    /** @type {Set<string>} Streams this tab left with unsubscribe(); for a shared connection's default streams. */
+    this._left = new Set();
+    // A hook of share.js's core: called with every valid frame before it is handled.
+    this._tap = null;
     /** @type {State} */
     this._state = STATES.IDLE;
     /** @type {Map<string, Set<Function>>} Handlers given to subscribe(), per stream. */
@@ -312,6 +339,8 @@ export class RealtimeClient extends Emitter {
     this._onOnline = this._onOnline.bind(this);
     this._onPagehide = this._onPagehide.bind(this);
     this._onPageshow = this._onPageshow.bind(this);
+    this._onFreeze = this._onFreeze.bind(this);
+    this._onResume = this._onResume.bind(this);
 
     const positions = options.positions || {};
     for (const [name, seq] of Object.entries(positions.streams || {})) this._last.set(name, seq);
@@ -348,6 +377,7 @@ export class RealtimeClient extends Emitter {
         csrfCookie: data.csrfCookie,
         csrfHeader: data.csrfHeader,
       },
+      share: data.share ? { key: data.share, worker: data.worker } : false,
     });
     script.realtimeClient = client;
     if (data.global) window[data.global] = client;
@@ -368,6 +398,17 @@ export class RealtimeClient extends Emitter {
   /** @returns {number} Failed attempts since the last healthy connection. */
   get attempt() {
     return this._attempt;
+  }
+
+  /**
+   * @returns {"worker" | "leader" | "follower" | null} How this tab reaches the server when it
+   *   shares a connection: through a SharedWorker, holding the socket for the other tabs, or
+   *   through the tab that holds it; null when it connects alone.
+   */
+  get sharing() {
+    if (this._link === null) return null;
+    if (this._link.mode === "worker") return "worker";
+    return this._link.leading ? "leader" : "follower";
   }
 
   /** @returns {Positions} A copy of the last seq and epoch the client holds per stream. */
@@ -411,9 +452,10 @@ export class RealtimeClient extends Emitter {
       if (!this._streamHandlers.has(stream)) this._streamHandlers.set(stream, new Set());
       this._streamHandlers.get(stream).add(handler);
     }
+    this._left.delete(stream);
     if (this._subscriptions.has(stream)) return;
     this._subscriptions.add(stream);
-    if (this._state === STATES.OPEN) this._sendSubscribe(stream);
+    if (this._state === STATES.OPEN || this._link !== null) this._sendSubscribe(stream);
   }
 
   /**
@@ -427,6 +469,7 @@ export class RealtimeClient extends Emitter {
     this._last.delete(stream);
     this._epochs.delete(stream);
     this._healing.delete(stream);
+    this._left.add(stream);
     this._send({ type: "unsubscribe", stream });
   }
 
@@ -448,6 +491,18 @@ export class RealtimeClient extends Emitter {
     if (this._state === STATES.CLOSED || this._state === STATES.IDLE) this._attempt = 0;
     this._closedByPagehide = false;
     this._listen(true);
+    if (this._link !== null) {
+      this._link.post({ op: "connect" });
+      return;
+    }
+    if (this._share !== null) {
+      this._link = openLink(this, this._share);
+      if (this._link !== null) {
+        this._setState(STATES.CONNECTING, { attempt: 0 });
+        return;
+      }
+      this._share = null; // neither SharedWorker nor Web Locks here: connect alone
+    }
     this._open();
   }
 
@@ -461,6 +516,15 @@ export class RealtimeClient extends Emitter {
     this._clearAllTimers();
     this._closedByPagehide = false;
     this._listen(false);
+    if (this._link !== null) {
+      // Only this tab leaves; the shared socket closes with the last one.
+      const link = this._link;
+      this._link = null;
+      link.close();
+      if (this._state === STATES.OPEN) this._emit("close", { code, reason, wasClean: true });
+      this._setState(STATES.CLOSED, { code });
+      return;
+    }
     const hadSocket = this._socket !== null;
     this._dropSocket(code, reason);
     if (hadSocket) this._emit("close", { code, reason, wasClean: true });
@@ -508,8 +572,19 @@ export class RealtimeClient extends Emitter {
     this._startConnectTimer();
   }
 
+  /** @returns {URL} The WebSocket URL, without a resume. */
+  _socketUrl() {
+    return resolveUrl(this.options.url);
+  }
+
+  /** The options a shared connection's core is made with: what can cross to a worker. */
+  _coreOptions() {
+    const { heartbeatInterval, backoffMin, backoffMax, backoffFloor, minUptime, connectTimeout } = this.options;
+    return { url: String(this._socketUrl()), heartbeatInterval, backoffMin, backoffMax, backoffFloor, minUptime, connectTimeout };
+  }
+
   _connectUrl() {
-    const url = resolveUrl(this.options.url);
+    const url = this._socketUrl();
     const streams = {};
     for (const name of this._subscriptions) streams[name] = null;
     for (const [name, seq] of this._last) streams[name] = seq;
@@ -617,9 +692,17 @@ export class RealtimeClient extends Emitter {
     window[method]("online", this._onOnline);
     window[method]("pagehide", this._onPagehide);
     window[method]("pageshow", this._onPageshow);
+    document[method]("freeze", this._onFreeze);
+    document[method]("resume", this._onResume);
   }
 
   _onVisibility() {
+    if (this._link !== null) {
+      const visible = document.visibilityState === "visible";
+      this._link.post({ op: "visible", visible });
+      if (visible) this._link.post({ op: "wake" });
+      return;
+    }
     if (document.visibilityState !== "visible") return;
     // Timers of hidden pages are throttled: check the link now, not a heartbeat later.
     if (this._state === STATES.OPEN) this.ping();
@@ -627,7 +710,8 @@ export class RealtimeClient extends Emitter {
   }
 
   _onOnline() {
-    this._retrySoon();
+    if (this._link !== null) this._link.post({ op: "wake" });
+    else this._retrySoon();
   }
 
   _onPagehide() {
@@ -640,6 +724,16 @@ export class RealtimeClient extends Emitter {
 
   _onPageshow(event) {
     if (event.persisted && this._closedByPagehide) this.connect();
+  }
+
+  // A frozen page runs no code: it cannot read its socket, nor serve the
+  // tabs that share it. Leave, and come back when the page resumes.
+  _onFreeze() {
+    this._onPagehide();
+  }
+
+  _onResume() {
+    if (this._closedByPagehide) this.connect();
   }
 
   // Timers: one handle and one clear function each ---------------------------
@@ -755,6 +849,11 @@ export class RealtimeClient extends Emitter {
       this._invalid(generation, raw, problem);
       return;
     }
+    if (this._tap !== null) this._tap(frame);
+    this._handleFrame(frame, raw);
+  }
+
+  _handleFrame(frame, raw) {
     try {
       if (PROTOCOL_TYPES.has(frame.type)) this._onProtocolFrame(frame);
       else this._onMessage(frame);
@@ -762,6 +861,81 @@ export class RealtimeClient extends Emitter {
       console.error("realtime: failed to handle a frame", raw, error);
       this._emit("error", { kind: "client", error, data: raw });
     }
+  }
+
+  // Sharing (share.js) -------------------------------------------------------
+
+  /**
+   * A message from the core of the shared connection. The one way the
+   * shared connection changes this tab.
+   *
+   * @param {object} message
+   */
+  _fromCore(message) {
+    if (this._link === null) return;
+    switch (message.op) {
+      case "state": {
+        const { oldState: _old, newState, retryAt, ...detail } = message.detail;
+        this._retryAt = retryAt ?? null;
+        if (Number.isInteger(detail.attempt)) this._attempt = detail.attempt;
+        // Open is entered with the core's `open`, which brings where it stands.
+        if (newState !== STATES.OPEN) this._setState(newState, detail);
+        break;
+      }
+      case "open":
+        this._onSharedOpen(message);
+        break;
+      case "frame":
+        this._lead = message.lead !== false;
+        try {
+          this._handleFrame(message.frame, message.frame);
+        } finally {
+          this._lead = true;
+        }
+        break;
+      case "close":
+        this._emit("close", message.info);
+        break;
+      case "refused":
+        this._unshare();
+        break;
+      default:
+        break;
+    }
+  }
+
+  _onSharedOpen({ welcome, ts, positions, defaults }) {
+    this._welcomed = true;
+    this._welcomedAt = ts;
+    this._healing.clear();
+    const behind = {};
+    const defaultStreams = new Set(defaults);
+    for (const [name, seq] of Object.entries(positions.streams)) {
+      if (!this._subscriptions.has(name) && !(defaultStreams.has(name) && !this._left.has(name))) continue;
+      const mine = this._last.get(name);
+      if (!Number.isInteger(mine)) this._setPosition(name, seq, positions.epochs[name]);
+      else if (Number.isInteger(seq) && mine < seq) behind[name] = mine;
+    }
+    this._setState(STATES.OPEN);
+    this._emit("open", welcome);
+    // Behind the shared connection: the server replays from here, the other tabs drop the repeats.
+    for (const name of Object.keys(behind)) this._healing.add(name);
+    if (Object.keys(behind).length) this._resume(behind);
+  }
+
+  // This browser cannot share after all (the worker failed or refused): connect alone.
+  _unshare() {
+    const link = this._link;
+    this._link = null;
+    this._share = null;
+    if (link !== null) {
+      try {
+        link.close();
+      } catch (error) {
+        // Closing a link that never worked.
+      }
+    }
+    if (this._state !== STATES.IDLE && this._state !== STATES.CLOSED) this._open();
   }
 
   _invalid(generation, data, reason) {
@@ -781,7 +955,13 @@ export class RealtimeClient extends Emitter {
         break;
       case "subscribed":
         if (typeof payload.stream === "string" && this._subscriptions.has(payload.stream)) {
-          this._setPosition(payload.stream, payload.seq, payload.epoch);
+          const mine = this._last.get(payload.stream);
+          if (this._link !== null && Number.isInteger(mine)) {
+            // Shared: the connection joined for another tab, or from where this one stands.
+            if (Number.isInteger(payload.seq) && payload.seq > mine) this._resume({ [payload.stream]: mine });
+          } else {
+            this._setPosition(payload.stream, payload.seq, payload.epoch);
+          }
         }
         break;
       case "resync":
@@ -868,8 +1048,11 @@ export class RealtimeClient extends Emitter {
         if (seq <= last) return;
         if (seq > last + 1) {
           // Never expected from the server; dropping it and asking for the
-          // range again keeps order without losing anything.
-          console.warn(`realtime: gap in ${stream} (had ${last}, got ${seq}); asking for the missing messages`);
+          // range again keeps order without losing anything. A tab that
+          // shares a connection sees this whenever it is behind the others.
+          if (this._link === null) {
+            console.warn(`realtime: gap in ${stream} (had ${last}, got ${seq}); asking for the missing messages`);
+          }
           if (!this._healing.has(stream)) {
             this._healing.add(stream);
             this._resume({ [stream]: last });
@@ -886,6 +1069,10 @@ export class RealtimeClient extends Emitter {
   }
 
   _send(frame) {
+    if (this._link !== null) {
+      this._link.post({ op: "send", frame });
+      return true;
+    }
     const socket = this._socket;
     if (socket === null || socket.readyState !== WebSocket.OPEN) return false;
     try {
