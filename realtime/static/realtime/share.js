@@ -25,8 +25,15 @@
  * gives up its lock when its page is hidden for good or frozen, and the next
  * tab in line takes over, resuming from the positions every tab brings.
  *
- * The messages between tabs and core are listed in docs/client.md ("Sharing
- * one connection").
+ * Tab → core: `hello` (who the tab is, its subscriptions and positions;
+ * again whenever a new leader announces itself), `send` (a client frame:
+ * subscribe and unsubscribe are counted, resume and ping go to the socket),
+ * `visible`, `connect`, `wake` (the page is back or online: ping or retry
+ * now), `bye`. Core → tab: `state`, `open` (the welcome, where the socket
+ * stands and its default streams), `frame` (with `lead`: whether this tab
+ * runs the `perBrowser` handlers), `close`, `refused` (another version).
+ * Between leader tabs only: `leader` and `resigning`. See docs/client.md,
+ * "One connection per browser".
  *
  * @module realtime/share
  */
@@ -91,7 +98,9 @@ export class Core {
    * @param {(message: object) => void} deliver  Posts a message to that tab.
    */
   attach(hello, deliver) {
-    this.detach(hello.id);
+    // A tab may say hello again (after a bfcache restore): its old entry goes
+    // once the new one holds its streams, so none is left and joined again.
+    const old = this.tabs.get(hello.id);
     const tab = { id: hello.id, deliver, subs: new Set(), left: new Set(hello.left || []), visibleAt: 0 };
     this.tabs.set(hello.id, tab);
     this.setVisible(hello.id, hello.visible);
@@ -106,6 +115,7 @@ export class Core {
       }
       this._subscribe(tab, stream);
     }
+    if (old !== undefined) for (const stream of [...old.subs]) this._unsubscribe(old, stream);
     if (client.state === STATES.OPEN) {
       deliver(this._openMessage());
     } else if (client.state === STATES.IDLE || client.state === STATES.CLOSED) {
@@ -120,7 +130,7 @@ export class Core {
     const tab = this.tabs.get(id);
     if (tab === undefined) return;
     this.tabs.delete(id);
-    for (const stream of tab.subs) this._unsubscribe(tab, stream);
+    for (const stream of [...tab.subs]) this._unsubscribe(tab, stream);
     if (this.empty) this.client.close(1000, "no tabs");
   }
 
