@@ -13,8 +13,15 @@ other Redis users:
 
 Every pool here asks the sentinels for the master's address whenever it opens
 a connection (redis-py's Sentinel pools), so after a failover the next
-connection goes to the new master. Nothing connects before the first command.
+connection goes to the new master. They also ask, at most once per
+:data:`MASTER_CHECK_INTERVAL`, when they hand out a pooled connection: a master
+that vanished without closing its sockets (a partition, a frozen host) would
+otherwise leave idle connections that wait for a read timeout — forever with
+the layer's ``socket_timeout: None``. A changed address drops them (redis-py's
+``get_master_address``). Nothing connects before the first command.
 """
+
+import time
 
 import redis
 import redis.asyncio
@@ -30,13 +37,46 @@ __all__ = ["SentinelPool", "is_sentinel", "master_pool"]
 SENTINEL_KWARGS = {"socket_connect_timeout": 1, "socket_timeout": 1}
 
 
+#: Seconds between two questions to the sentinels when a pool hands out a connection.
+MASTER_CHECK_INTERVAL = 1.0
+
+
 def is_sentinel(host):
     """True if ``host`` (a channels-redis host entry) names a Sentinel-managed master."""
     return isinstance(host, dict) and "master_name" in host
 
 
+def _check_due(pool):
+    now = time.monotonic()
+    if now < getattr(pool, "_master_checked", 0.0) + MASTER_CHECK_INTERVAL:
+        return False
+    pool._master_checked = now
+    return True
+
+
+class _FollowsMaster(redis.sentinel.SentinelConnectionPool):
+    """A Sentinel pool whose idle connections to a vanished master go once another is promoted."""
+
+    def get_connection(self, *args, **kwargs):
+        if _check_due(self):
+            try:
+                self.get_master_address()
+            except redis.RedisError:
+                pass  # no sentinel answered: keep what the pool has
+        return super().get_connection(*args, **kwargs)
+
+
 class _AsyncBlockingSentinelPool(redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool):
-    """Finds the master through Sentinel, and waits for a free connection instead of raising."""
+    """Finds the master through Sentinel, waits for a free connection instead of
+    raising, and drops idle connections to a vanished master (as :class:`_FollowsMaster`)."""
+
+    async def get_connection(self, *args, **kwargs):
+        if _check_due(self):
+            try:
+                await self.get_master_address()
+            except redis.RedisError:
+                pass
+        return await super().get_connection(*args, **kwargs)
 
 
 def master_pool(host, *, is_async=False, **options):
@@ -54,10 +94,10 @@ def master_pool(host, *, is_async=False, **options):
         manager = redis.asyncio.sentinel.Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)
         return _AsyncBlockingSentinelPool(name, manager, **{**host, **options})
     manager = redis.sentinel.Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)
-    return redis.sentinel.SentinelConnectionPool(name, manager, **{**host, **options})
+    return _FollowsMaster(name, manager, **{**host, **options})
 
 
-class SentinelPool(redis.sentinel.SentinelConnectionPool):
+class SentinelPool(_FollowsMaster):
     """A ``pool_class`` for Django's ``RedisCache`` that finds the master through Sentinel.
 
     The cache's ``OPTIONS`` carry the Sentinel entry beside ``pool_class``::

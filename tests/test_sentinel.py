@@ -3,8 +3,10 @@
 One master, one replica and three sentinels (redis-server processes on free
 loopback ports, nothing shared with any other Redis), two daphne processes
 configured as the demo is by ``REDIS_SENTINELS``, 50 clients and a steady
-publisher in a third process. The master is SIGKILLed; the sentinels promote
-the replica; every client must end with every message exactly once, in order.
+publisher in a third process. The master is SIGKILLed (its sockets close) or
+frozen with SIGSTOP (a partition: its sockets stay open and nothing answers);
+the sentinels promote the replica; every client must end with every message
+exactly once, in order, and presence and the cache must follow.
 """
 
 import asyncio
@@ -12,6 +14,7 @@ import datetime
 import http.client
 import json
 import re
+import signal
 import time
 
 import pytest
@@ -129,7 +132,7 @@ async def ready_again(server, killed):
             return time.time() - killed
         await asyncio.sleep(0.05)
     state = "not ready again" if lost else "never unready"
-    pytest.fail(f"{server.url} was {state} 30s after the kill:\n{server.output()}")
+    pytest.fail(f"{server.url} was {state} 30s after the fault:\n{server.output()}")
 
 
 def lateness(client, since):
@@ -145,8 +148,9 @@ def lateness(client, since):
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fault", ["killed", "frozen"])
 async def test_failover_under_load_loses_nothing(
-    sentinels, daphne_factory, login_cookie, layer_prefix, settings, capsys  # noqa: F811
+    sentinels, daphne_factory, login_cookie, layer_prefix, settings, capsys, fault  # noqa: F811
 ):
     total, tail, count = 600, 20, 50
     # The default sweep (tests/settings.py shortens it): it is what keeps streams moving meanwhile.
@@ -182,7 +186,11 @@ async def test_failover_under_load_loses_nothing(
 
         old = sentinels.master.port
         killed = time.time()
-        sentinels.master.stop()  # SIGKILL
+        if fault == "killed":
+            sentinels.master.stop()  # SIGKILL: its sockets close
+        else:
+            # SIGSTOP: a partition. Its sockets stay open and nothing answers on them.
+            sentinels.master.proc.send_signal(signal.SIGSTOP)
         recovered = asyncio.gather(*(ready_again(s, killed) for s in servers))
         while sentinels.master_port() == old:
             assert time.time() - killed < 20, "no sentinel promoted the replica"
@@ -206,9 +214,9 @@ async def test_failover_under_load_loses_nothing(
         late = max(lateness(c, killed) for c in clients)
         with capsys.disabled():
             print(
-                f"\n[sentinel] {count} clients on 2 servers, {end} messages, master SIGKILLed: 0 lost, "
+                f"\n[sentinel] {count} clients on 2 servers, {end} messages, master {fault}: 0 lost, "
                 f"0 duplicated, in order, no client reconnected. Replica promoted {promoted:.1f}s after the "
-                f"kill; live delivery back (readyz 200) after {max(recovered):.1f}s; meanwhile the log "
+                f"fault; live delivery back (readyz 200) after {max(recovered):.1f}s; meanwhile the log "
                 f"sweep kept every message within {late:.2f}s of its publication"
             )
         assert max(recovered) < 10, recovered
