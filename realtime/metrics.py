@@ -18,6 +18,7 @@ reports every process of the box; see docs/operations.md.
 
 import atexit
 import collections
+import logging
 import os
 import re
 import threading
@@ -35,6 +36,8 @@ from .protocol import (
     CLOSE_TOO_MANY_CONNECTIONS,
     CLOSE_UNAUTHENTICATED,
 )
+
+logger = logging.getLogger("realtime")
 
 #: Seconds buckets of the latency histograms: a database read or write.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -224,7 +227,9 @@ def _build():
                 made[attribute] = getattr(prometheus_client, kind)(
                     name, documentation, labels, registry=registry, **extra
                 )
-            if registry is None:
+            if registry is not None:
+                registry.register(PresenceEntries())
+            else:
                 _forget_dead_processes()
                 from prometheus_client import multiprocess as mp
 
@@ -275,7 +280,8 @@ def exposition():
     """``(body, content type)`` of the metrics in Prometheus' text format.
 
     In multiprocess mode, every process's values read from
-    ``PROMETHEUS_MULTIPROC_DIR``; otherwise this process's.
+    ``PROMETHEUS_MULTIPROC_DIR``; otherwise this process's. Presence entries
+    are read from the presence store at each scrape (:class:`PresenceEntries`).
     """
     prometheus_client = _import()
     _build()
@@ -285,7 +291,33 @@ def exposition():
 
         registry = prometheus_client.CollectorRegistry()
         mp.MultiProcessCollector(registry)
+        registry.register(PresenceEntries())
     return prometheus_client.generate_latest(registry), prometheus_client.CONTENT_TYPE_LATEST
+
+
+class PresenceEntries:
+    """``realtime_presence_entries``: live presence entries (connections), read at scrape time.
+
+    One ``ZCOUNT`` with the Redis backend, the same figure from every process
+    and box (it is the store's); with the in-memory backend, this process's.
+    A store that does not answer leaves the metric out of the scrape, logged.
+    """
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        from . import presence
+
+        try:
+            value = presence.entry_count()
+        except Exception as exc:  # each backend raises its own client's errors
+            logger.warning(
+                "realtime: metrics: presence entries left out, the store failed: %s: %s", type(exc).__name__, exc
+            )
+            return
+        yield GaugeMetricFamily(
+            "realtime_presence_entries", "Live presence entries (connections) in the presence store.", value=value
+        )
 
 
 def _reset():

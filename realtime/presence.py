@@ -37,6 +37,7 @@ __all__ = [
     "is_online",
     "connections",
     "stream_counts",
+    "entry_count",
 ]
 
 logger = logging.getLogger("realtime")
@@ -110,6 +111,10 @@ class BasePresence:
     def is_online(self, user):
         """True if ``user`` (a user or a pk) has at least one live connection."""
         return self.connections(user) > 0
+
+    def entry_count(self):
+        """Live entries (one per connection) the backend holds: every process's when it is shared."""
+        return len(self._entries(None, time.time()))
 
     def stream_counts(self):
         """``{stream: {"users": n, "connections": m}}`` for every stream with a live connection."""
@@ -317,6 +322,10 @@ class RedisPresence(BasePresence):
             pipe.zrem(self._key("u", user), connection_id)
         await pipe.execute()
 
+    def entry_count(self):
+        # One ZCOUNT, whatever the number of entries: a scrape must stay cheap.
+        return self.client.zcount(self._key("all"), time.time(), "+inf")
+
     def _live_members(self, key, now):
         pipe = self.client.pipeline(transaction=False)
         pipe.zremrangebyscore(key, "-inf", now)
@@ -459,3 +468,8 @@ def connections(user):
 def stream_counts():
     """``{stream: {"users": n, "connections": m}}`` of streams with live connections."""
     return get_backend().stream_counts()
+
+
+def entry_count():
+    """Live presence entries: connections, on every process the backend sees."""
+    return get_backend().entry_count()

@@ -75,6 +75,7 @@ async def test_a_scrape_shows_connections_publishes_and_deliveries(metrics_on, c
     during = await scrape()
     assert delta(before, during, "realtime_connections_opened_total") == 2
     assert delta(before, during, "realtime_connections_open") == 2
+    assert delta(before, during, "realtime_presence_entries") == 2
     assert delta(before, during, "realtime_messages_published_total", stream_class="broadcast") == 1
     assert delta(before, during, "realtime_messages_published_total", stream_class="user") == 1
     assert delta(before, during, "realtime_messages_published_total", stream_class="project") == 1
@@ -88,8 +89,22 @@ async def test_a_scrape_shows_connections_publishes_and_deliveries(metrics_on, c
     after = await scrape()
     assert delta(before, after, "realtime_connections_opened_total") == 3
     assert delta(before, after, "realtime_connections_open") == 1  # bob's
+    assert delta(before, after, "realtime_presence_entries") == 1
     assert delta(before, after, "realtime_connections_closed_total", code="1000") == 1
     assert delta(before, after, "realtime_connections_closed_total", code="4401") == 1
+
+
+async def test_a_presence_store_that_fails_leaves_only_its_metric_out(metrics_on, monkeypatch, caplog):
+    from realtime import presence
+
+    def down():
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(presence, "entry_count", down)
+    scraped = await scrape()
+    assert ("realtime_connections_open", frozenset()) in scraped
+    assert not any(name == "realtime_presence_entries" for name, _labels in scraped)
+    assert "presence entries left out, the store failed: ConnectionError: Redis is down" in caplog.text
 
 
 async def test_replays_resyncs_gap_fills_log_reads_and_refused_frames(metrics_on, connect, make_user):
@@ -334,7 +349,7 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist():
 
 
 @pytest.mark.e2e
-def test_one_scrape_reports_every_daphne_process_of_the_box(daphne_factory, tmp_path):
+def test_one_scrape_reports_every_daphne_process_of_the_box(daphne_factory, tmp_path, redis_url, layer_prefix):
     import asyncio
     import urllib.request
 
@@ -347,6 +362,9 @@ def test_one_scrape_reports_every_daphne_process_of_the_box(daphne_factory, tmp_
     directory.mkdir()
     env = {
         "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        # Presence in Redis, as in production: the scrape reads every process's entries there.
+        "REDIS_URL": redis_url,
+        "REALTIME_REDIS_PREFIX": layer_prefix,
         "REALTIME_JSON": json.dumps({"METRICS": {"ENABLED": True, "TOKEN": TOKEN}}),
     }
     first, second = daphne_factory(env=env, name="first"), daphne_factory(env=env, name="second")
@@ -371,6 +389,8 @@ def test_one_scrape_reports_every_daphne_process_of_the_box(daphne_factory, tmp_
             both = await asyncio.to_thread(scrape_from, second)
             assert value(both, "realtime_connections_open") == 3
             assert value(both, "realtime_connections_opened_total") == 3
+            # Read from the shared presence store (Redis) at the scrape: every process's.
+            assert value(both, "realtime_presence_entries") == 3
             second.kill()  # SIGKILL: no chance to remove its open-connections value
             third = daphne_factory(env=env, name="third")
             after = await asyncio.to_thread(scrape_from, third)
