@@ -284,3 +284,29 @@ def test_a_frozen_leader_hands_the_socket_over_and_catches_up_when_it_resumes(li
     for tab in tabs:
         assert notices(tab) == list(range(1, 52))
     assert sockets_opened(server) == 2
+
+
+@pytest.mark.parametrize("mode", ["worker", "leader"])
+def test_after_a_restart_one_tab_fetches_the_inbox_count_for_all(live, profile, worker, user, redis_layer_settings, mode):
+    server = live(realtime=METRICS)
+    context = profile(server, mode)
+    asked = []
+    context.on("request", lambda request: "/realtime/inbox/count" in request.url and asked.append(request.url))
+    tabs = [context.tab() for _ in range(4)]
+    for tab in tabs:
+        wait_until(tab, "realtime.inbox.count === 0")
+    # The first tab fetched the count when it opened the socket; the others rendered theirs.
+    assert len(asked) == 1
+
+    server.kill()
+    worker(realtime.notify, user, "notice", {"n": 1}, inbox=True)  # stored while the server is away
+    server = live(realtime=METRICS, port=server.port)
+    for tab in tabs:
+        wait_until(tab, "realtime.inbox.count === 1 && realtime.state === 'open'", timeout=30000)
+    time.sleep(0.5)
+    # One tab fetched for all four (twice at most: an answer the replayed item
+    # overtook is asked again).
+    assert 2 <= len(asked) <= 3, asked
+    for tab in tabs:
+        assert tab.evaluate(f"[realtime.inbox.count, realtime.inbox.countFor('user:{user.pk}')]") == [1, 1]
+        assert tab.errors == []

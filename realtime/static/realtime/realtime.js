@@ -301,6 +301,11 @@ export class RealtimeClient extends Emitter {
     this._left = new Set();
     // A hook of share.js's core: called with every valid frame before it is handled.
     this._tap = null;
+    // Set by the shared connection's `open`: whether this tab's inbox fetches
+    // the counts (true), waits for another tab's (false), or fetches them
+    // only if it has none (null: it joined an open connection). Undefined
+    // when not sharing.
+    this._recounts = undefined;
     /** @type {State} */
     this._state = STATES.IDLE;
     /** @type {Map<string, Set<Function>>} Handlers given to subscribe(), per stream. */
@@ -896,6 +901,9 @@ export class RealtimeClient extends Emitter {
       case "close":
         this._emit("close", message.info);
         break;
+      case "inbox-counts":
+        this.inbox._fromOtherTab(message.unread);
+        break;
       case "refused":
         this._unshare();
         break;
@@ -904,8 +912,9 @@ export class RealtimeClient extends Emitter {
     }
   }
 
-  _onSharedOpen({ welcome, ts, positions, defaults }) {
+  _onSharedOpen({ welcome, ts, positions, defaults, recount }) {
     this._welcomed = true;
+    this._recounts = recount;
     this._welcomedAt = ts;
     this._healing.clear();
     const behind = {};
@@ -921,6 +930,11 @@ export class RealtimeClient extends Emitter {
     // Behind the shared connection: the server replays from here, the other tabs drop the repeats.
     for (const name of Object.keys(behind)) this._healing.add(name);
     if (Object.keys(behind).length) this._resume(behind);
+  }
+
+  /** Hand the inbox counts this tab fetched to the other tabs of the shared connection. */
+  _shareCounts(unread) {
+    if (this._link !== null) this._link.post({ op: "share", message: { op: "inbox-counts", unread } });
   }
 
   // This browser cannot share after all (the worker failed or refused): connect alone.
@@ -1092,6 +1106,9 @@ export const INBOX_CHANGED = "inbox.changed";
 
 // Attempts at a recount that inbox traffic keeps spoiling; then the messages alone keep the count.
 const RECOUNT_ATTEMPTS = 3;
+// With a shared connection, how long a tab waits for the counts another tab
+// fetches after a reconnect before it fetches them itself, in ms.
+const SHARED_COUNTS_WAIT = 5000;
 // Items remembered (per inbox) to add back onto counts that are older than they are.
 const RECENT_ITEMS = 500;
 
@@ -1160,6 +1177,11 @@ export class Inbox extends Emitter {
     this._newest = null;
     this._userStream = null;
     this._recounting = null;
+    // The answer the counts were last taken from (to hand to other tabs), and
+    // the seq of the newest inbox.changed seen (a count from before it is stale).
+    this._taken = null;
+    this._changedSeq = null;
+    this._sharedTimer = null;
     if (!this._url) return;
     const unread = options.unread && countsFrom(options.unread);
     if (unread) this._setCounts(unread, serverTime(options.unread.ts), headsFrom(options.unread));
@@ -1287,6 +1309,7 @@ export class Inbox extends Emitter {
     const counts = countsFrom(unread);
     if (counts === null || mark.activity !== this._activity) return false;
     this._setCounts(counts, mark.seenAt, headsFrom(unread));
+    this._taken = unread;
     return true;
   }
 
@@ -1304,7 +1327,49 @@ export class Inbox extends Emitter {
 
   _onOpen(welcome) {
     this._userStream = welcome && welcome.user !== null && welcome.user !== undefined ? `user:${welcome.user}` : null;
-    this._recountInBackground();
+    const recounts = this._client._recounts;
+    if (recounts === undefined) {
+      this._recountInBackground();
+    } else if (recounts === true) {
+      // One tab of the shared connection fetches the counts for all of them:
+      // a reconnect costs one request per browser, not one per tab.
+      this._taken = null;
+      this.refresh().then(
+        () => this._taken !== null && this._client._shareCounts(this._taken),
+        (error) => this._failed(error),
+      );
+    } else if (recounts === false) {
+      this._clearSharedTimer();
+      this._sharedTimer = setTimeout(() => {
+        this._sharedTimer = null;
+        this._recountInBackground(); // the tab that was to fetch them did not
+      }, SHARED_COUNTS_WAIT);
+    } else if (this._counts === null) {
+      this._recountInBackground(); // joined an open connection without rendered counts
+    }
+  }
+
+  // Counts another tab of the shared connection fetched: its counts, plus the
+  // items this tab has seen above their heads. Dropped if this tab has seen an
+  // inbox.changed newer than them.
+  _fromOtherTab(unread) {
+    this._clearSharedTimer();
+    if (!this.enabled) return;
+    const counts = countsFrom(unread);
+    const heads = headsFrom(unread);
+    if (counts === null || heads === null) return;
+    const userHead = this._userStream === null ? undefined : heads.get(this._userStream);
+    if (this._changedSeq !== null && (userHead === undefined || this._changedSeq > userHead)) return;
+    for (const item of this._recent) {
+      const head = heads.get(item.stream);
+      if (head !== undefined && item.seq > head && counts.has(item.stream)) counts.set(item.stream, counts.get(item.stream) + 1);
+    }
+    this._setCounts(counts, null, heads);
+  }
+
+  _clearSharedTimer() {
+    if (this._sharedTimer !== null) clearTimeout(this._sharedTimer);
+    this._sharedTimer = null;
   }
 
   _onResync(stream) {
@@ -1352,6 +1417,9 @@ export class Inbox extends Emitter {
 
   _onChanged(message) {
     this._activity += 1;
+    if (Number.isInteger(message.seq) && (this._changedSeq === null || message.seq > this._changedSeq)) {
+      this._changedSeq = message.seq;
+    }
     const counts = countsFrom(message.payload.unread);
     const heads = counts && headsFrom(message.payload.unread);
     const at = serverTime(message.ts);

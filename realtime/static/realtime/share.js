@@ -117,7 +117,8 @@ export class Core {
     }
     if (old !== undefined) for (const stream of [...old.subs]) this._unsubscribe(old, stream);
     if (client.state === STATES.OPEN) {
-      deliver(this._openMessage());
+      // Joining an open connection: its inbox fetches counts only if it rendered none.
+      deliver(this._openMessage(null));
     } else if (client.state === STATES.IDLE || client.state === STATES.CLOSED) {
       client.connect(); // its state reaches every tab
     } else {
@@ -156,6 +157,10 @@ export class Core {
       case "wake":
         if (this.client.state === STATES.OPEN) this.client.ping();
         else this.client._retrySoon();
+        break;
+      case "share":
+        // What one tab learned for all (the inbox counts it fetched): to the others.
+        for (const other of this.tabs.values()) if (other !== tab) other.deliver(message.message);
         break;
       default:
         break;
@@ -226,11 +231,21 @@ export class Core {
     this.welcome = welcome;
     this.welcomeTs = this.client._welcomedAt;
     this.defaults = new Set(Object.keys(welcome.streams || {}).filter((name) => !this.refs.has(name)));
-    this._toAll(this._openMessage());
+    // After a (re)connect one tab, a visible one, fetches the inbox counts and shares them.
+    let counter = null;
+    for (const tab of this.tabs.values()) if (counter === null || tab.visibleAt > counter.visibleAt) counter = tab;
+    for (const tab of this.tabs.values()) tab.deliver(this._openMessage(tab === counter));
   }
 
-  _openMessage() {
-    return { op: "open", welcome: this.welcome, ts: this.welcomeTs, positions: this.client.positions, defaults: [...this.defaults] };
+  _openMessage(recount) {
+    return {
+      op: "open",
+      welcome: this.welcome,
+      ts: this.welcomeTs,
+      positions: this.client.positions,
+      defaults: [...this.defaults],
+      recount,
+    };
   }
 
   _wants(tab, stream) {
