@@ -310,3 +310,31 @@ def test_after_a_restart_one_tab_fetches_the_inbox_count_for_all(live, profile, 
     for tab in tabs:
         assert tab.evaluate(f"[realtime.inbox.count, realtime.inbox.countFor('user:{user.pk}')]") == [1, 1]
         assert tab.errors == []
+
+
+def test_tabs_start_another_worker_when_theirs_dies_and_lose_nothing(live, profile, worker, browser, redis_layer_settings):
+    # A SharedWorker that dies closes no port: its tabs would stay "open" and
+    # hear nothing. Killed here through the DevTools protocol, as a crash.
+    server = live(realtime=METRICS)
+    context = profile(server)
+    tabs = [context.tab() for _ in range(3)]
+    publish_many(worker, "broadcast", [1])
+    wait_for_notices(tabs, 1)
+    cdp = browser.new_browser_cdp_session()
+    [shared] = [t for t in cdp.send("Target.getTargets")["targetInfos"] if t["type"] == "shared_worker"]
+    cdp.send("Target.closeTarget", {"targetId": shared["targetId"]})
+    killed_at = time.monotonic()
+    publish_many(worker, "broadcast", range(2, 6))  # while no worker holds a socket: stored, replayed later
+
+    for tab in tabs:
+        wait_until(tab, "rec.messages.filter((m) => m.type === 'notice').length >= 5", timeout=30000)
+    recovered = time.monotonic() - killed_at
+    # Two checks without an answer, WORKER_CHECK_INTERVAL (5 s) apart, then a new worker and socket.
+    assert recovered < 20, recovered
+    publish_many(worker, "broadcast", [6])
+    wait_for_notices(tabs, 6)
+    time.sleep(0.3)
+    for tab in tabs:
+        assert notices(tab) == [1, 2, 3, 4, 5, 6]
+        assert tab.evaluate("[realtime.sharing, realtime.state]") == ["worker", "open"]
+    assert sockets_opened(server) == 2

@@ -937,6 +937,22 @@ export class RealtimeClient extends Emitter {
     if (this._link !== null) this._link.post({ op: "share", message: { op: "inbox-counts", unread } });
   }
 
+  // The core stopped answering (its worker died): reach a new one, which
+  // resumes from where this tab stands.
+  _relink() {
+    const link = this._link;
+    if (link === null) return;
+    this._link = null;
+    link.close();
+    this._link = openLink(this, this._share);
+    if (this._link === null) {
+      this._share = null;
+      this._open();
+      return;
+    }
+    this._setState(STATES.CONNECTING, { attempt: 0 });
+  }
+
   // This browser cannot share after all (the worker failed or refused): connect alone.
   _unshare() {
     const link = this._link;

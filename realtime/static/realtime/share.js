@@ -43,6 +43,14 @@ import { RealtimeClient, STATES, CLOSE_UNAUTHENTICATED } from "./realtime.js";
 /** Bumped when the messages between tabs and core change: tabs of two versions never share. */
 export const SHARE_VERSION = 1;
 
+/**
+ * How often a tab asks its SharedWorker whether it still runs, in ms; two
+ * questions without an answer and the tab starts another worker. A worker
+ * that died (a crash, the browser's task manager) closes no port: without
+ * this, its tabs would stay "open" and hear nothing.
+ */
+export const WORKER_CHECK_INTERVAL = 5000;
+
 // Frames about one stream, passed on only to the tabs that want it.
 const STREAM_FRAMES = new Set(["subscribed", "unsubscribed", "resync"]);
 
@@ -366,7 +374,20 @@ function workerLink(client, name, url) {
   }
   const port = worker.port;
   const tabLock = holdTabLock(client);
-  port.onmessage = (event) => client._fromCore(event.data);
+  let unanswered = 0;
+  const check = setInterval(() => {
+    if (unanswered >= 2) {
+      console.warn("realtime: the shared worker stopped answering; starting another");
+      client._relink();
+      return;
+    }
+    unanswered += 1;
+    port.postMessage({ op: "alive?" });
+  }, WORKER_CHECK_INTERVAL);
+  port.onmessage = (event) => {
+    if (event.data.op === "alive") unanswered = 0;
+    else client._fromCore(event.data);
+  };
   port.onmessageerror = () => console.error("realtime: a message from the shared worker could not be read");
   worker.onerror = (event) => {
     // The script failed to load or run (e.g. a CSP without worker-src): connect alone.
@@ -379,6 +400,7 @@ function workerLink(client, name, url) {
     mode: "worker",
     post: (message) => port.postMessage({ ...message, id: client._tabId }),
     close: () => {
+      clearInterval(check);
       port.postMessage({ op: "bye", id: client._tabId });
       port.close();
       tabLock.release();

@@ -15,7 +15,9 @@ let core = null;
 globalThis.onconnect = (event) => {
   const port = event.ports[0];
   port.onmessage = ({ data: message }) => {
-    if (message.op === "hello") {
+    if (message.op === "alive?") {
+      port.postMessage({ op: "alive" }); // share.js: WORKER_CHECK_INTERVAL
+    } else if (message.op === "hello") {
       if (message.version !== SHARE_VERSION || (core !== null && message.key !== core.key)) {
         port.postMessage({ op: "refused" });
         return;
