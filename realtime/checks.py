@@ -372,7 +372,7 @@ def check_metrics(app_configs=None, **kwargs):
 
 #: The Django feature releases realtime is tested on (noxfile.py); keep in step
 #: with pyproject.toml's ``Django`` range and its classifiers.
-TESTED_DJANGO = ((5, 2),)
+TESTED_DJANGO = ((5, 2), (6, 0), (6, 1))
 
 
 @register(Tags.compatibility)

@@ -58,6 +58,8 @@ def e003(path):
     return Error(E003.msg.format(path), hint=E003.hint, id=E003.id)
 
 
+# Django 6.1's model checks ask the database whether it supports JSONField.
+@pytest.mark.django_db
 def test_project_settings_raise_none_of_these(settings):
     settings.DEBUG = True  # as the demo runs (pytest-django turns it off)
     assert [m for m in run_checks() if m.id in MINE] == []
@@ -69,6 +71,7 @@ def test_route_found_or_undeterminable(settings, name):
     assert checks.check_websocket_route() == []
 
 
+@pytest.mark.django_db  # all of Django's checks run (see above)
 @pytest.mark.parametrize("name", ["missing", "http_only"])
 def test_route_missing(settings, name):
     settings.ASGI_APPLICATION = f"tests.test_checks.{name}"
@@ -319,7 +322,7 @@ def test_django_older_than_supported(monkeypatch, version):
     monkeypatch.setattr(django, "VERSION", version)
     assert checks.check_django_version() == [
         Error(
-            f"Django {django.get_version()} is older than realtime supports (tested: 5.2).",
+            f"Django {django.get_version()} is older than realtime supports (tested: 5.2, 6.0, 6.1).",
             hint='pip install "Django~=5.2.0"',
             id="realtime.E006",
         )
@@ -329,10 +332,10 @@ def test_django_older_than_supported(monkeypatch, version):
 def test_django_newer_than_tested(monkeypatch):
     import django
 
-    monkeypatch.setattr(django, "VERSION", (6, 1, 0, "final", 0))
+    monkeypatch.setattr(django, "VERSION", (6, 2, 0, "final", 0))
     assert checks.check_django_version() == [
         Warning(
-            "Django 6.1 is newer than the releases realtime is tested on (5.2).",
+            "Django 6.2 is newer than the releases realtime is tested on (5.2, 6.0, 6.1).",
             hint="Run its test suite on this Django (noxfile.py) before relying on it, or pin the tested release.",
             id="realtime.W010",
         )
