@@ -338,3 +338,25 @@ def test_tabs_start_another_worker_when_theirs_dies_and_lose_nothing(live, profi
         assert notices(tab) == [1, 2, 3, 4, 5, 6]
         assert tab.evaluate("[realtime.sharing, realtime.state]") == ["worker", "open"]
     assert sockets_opened(server) == 2
+
+
+@pytest.mark.parametrize("mode", ["worker", "leader"])
+def test_one_tab_flooding_pings_and_resumes_does_not_get_the_shared_socket_closed(
+    live, profile, worker, redis_layer_settings, mode
+):
+    # Every tab's frames count against the one socket's INBOUND_BURST (60): a
+    # tab that asks 300 times (a bug, a loop, many tabs catching up at once)
+    # must not get the socket every tab shares closed with 4008.
+    server = live(realtime=METRICS)
+    context = profile(server, mode)
+    tabs = [context.tab() for _ in range(3)]
+    publish_many(worker, "broadcast", [1])
+    wait_for_notices(tabs, 1)
+    tabs[1].evaluate("for (let i = 0; i < 150; i++) { realtime.ping(); realtime._resume({ broadcast: 0 }); }")
+    publish_many(worker, "broadcast", [2])
+    wait_for_notices(tabs, 2)
+    time.sleep(0.5)  # the gathered resume's replay, which every tab drops
+    for tab in tabs:
+        assert notices(tab) == [1, 2]
+        assert tab.evaluate("[realtime.state, rec.closes.length]") == ["open", 0]
+    assert sockets_opened(server) == 1

@@ -51,6 +51,14 @@ export const SHARE_VERSION = 1;
  */
 export const WORKER_CHECK_INTERVAL = 5000;
 
+/**
+ * How long the core gathers the tabs' `resume` requests before it sends one
+ * frame for all of them, in ms. Every tab's frames count against the one
+ * socket's INBOUND_RATE and INBOUND_BURST: a reconnect under many tabs, each
+ * asking for its own replay, must not get the shared socket closed with 4008.
+ */
+export const RESUME_WINDOW = 100;
+
 // Frames about one stream, passed on only to the tabs that want it.
 const STREAM_FRAMES = new Set(["subscribed", "unsubscribed", "resync"]);
 
@@ -84,6 +92,8 @@ export class Core {
     this.defaults = new Set();
     this.welcome = null;
     this.welcomeTs = null;
+    /** @type {{streams: object, epochs: object} | null} Resumes gathered for RESUME_WINDOW. */
+    this._resumes = null;
     this.client = new RealtimeClient({ ...options, share: false, positions: start.positions });
     this.client._tap = (frame) => this._route(frame);
     // The tabs watch their own pages (hidden, frozen, back online) and tell the core.
@@ -163,7 +173,7 @@ export class Core {
         this.client.connect();
         break;
       case "wake":
-        if (this.client.state === STATES.OPEN) this.client.ping();
+        if (this.client.state === STATES.OPEN) this._ping();
         else this.client._retrySoon();
         break;
       case "share":
@@ -194,12 +204,41 @@ export class Core {
     } else if (frame.type === "resume") {
       // A tab behind the others: the server replays from where it stands;
       // the tabs that have those messages drop them.
-      client._send(frame);
+      this._queueResume(frame);
     } else if (frame.type === "ping") {
-      client.ping();
+      this._ping();
     } else {
       client._send(frame);
     }
+  }
+
+  // One ping at a time, whichever tab asks: the answer serves them all.
+  _ping() {
+    if (!this.client._pingOutstanding) this.client.ping();
+  }
+
+  _queueResume(frame) {
+    if (this._resumes === null) {
+      this._resumes = { streams: {}, epochs: {} };
+      setTimeout(() => this._flushResumes(), RESUME_WINDOW);
+    }
+    const gathered = this._resumes;
+    for (const [name, seq] of Object.entries(frame.streams || {})) {
+      const have = gathered.streams[name];
+      // From the furthest behind: a replay from there serves every tab that asked.
+      if (have === undefined || (Number.isInteger(have) && (seq === null || seq < have))) {
+        gathered.streams[name] = seq;
+        const epoch = frame.epochs && frame.epochs[name];
+        if (epoch) gathered.epochs[name] = epoch;
+      }
+    }
+  }
+
+  _flushResumes() {
+    const gathered = this._resumes;
+    this._resumes = null;
+    // Not open: nothing is sent, and the tabs compare positions again at the next open.
+    if (Object.keys(gathered.streams).length) this.client._send({ type: "resume", ...gathered });
   }
 
   _subscribe(tab, stream) {
