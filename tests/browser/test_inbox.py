@@ -320,10 +320,21 @@ FAKE_CLIENT = """async () => {
 }"""
 
 
-def test_counts_are_ordered_by_server_time_whatever_order_they_arrive_in(live, open_page):
-    server = live()
-    page = open_page(server, hold=1)
-    page.evaluate(FAKE_CLIENT)
+@pytest.fixture
+def fake_inbox(live, open_page):
+    """``fake_inbox()``: ``(server, page)``, the page running :data:`FAKE_CLIENT` (an ``Inbox`` alone)."""
+
+    def start():
+        server = live()
+        page = open_page(server, hold=1)
+        page.evaluate(FAKE_CLIENT)
+        return server, page
+
+    return start
+
+
+def test_counts_are_ordered_by_server_time_whatever_order_they_arrive_in(fake_inbox):
+    _server, page = fake_inbox()
     page.evaluate("welcome()")
     page.evaluate("answers.shift()({ total: 1, streams: { broadcast: 1, 'user:7': 0 } })")
     wait_until(page, "asked.length === 1")
@@ -344,10 +355,8 @@ def test_counts_are_ordered_by_server_time_whatever_order_they_arrive_in(live, o
     assert page.evaluate("[inbox.count, counts]") == [1, [2, 1]]
 
 
-def test_a_recount_spoiled_by_inbox_traffic_is_taken_again(live, open_page):
-    server = live()
-    page = open_page(server, hold=1)
-    page.evaluate(FAKE_CLIENT)
+def test_a_recount_spoiled_by_inbox_traffic_is_taken_again(fake_inbox):
+    server, page = fake_inbox()
     page.evaluate("() => { window.refreshed = inbox.refresh(); }")
     wait_until(page, "answers.length === 1")
     # An item arrives while the count is on its way: the answer may predate it.
@@ -364,13 +373,11 @@ def test_a_recount_spoiled_by_inbox_traffic_is_taken_again(live, open_page):
     assert page.evaluate("inbox.countFor('user:7')") == 5
 
 
-def test_a_count_that_overtakes_its_item_is_not_added_to_again(live, open_page):
+def test_a_count_that_overtakes_its_item_is_not_added_to_again(fake_inbox):
     # The count's answer left before the item was published and came back
     # with it included, ahead of the item's own message (CI saw a bell at 2
     # for one item). Its heads say which seqs it includes; time cannot.
-    server = live()
-    page = open_page(server, hold=1)
-    page.evaluate(FAKE_CLIENT)
+    _server, page = fake_inbox()
     page.evaluate("welcome()")
     wait_until(page, "answers.length === 1")
     page.evaluate("answers.shift()({ total: 2, streams: { broadcast: 1, 'user:7': 1 }, heads: { broadcast: 4, 'user:7': 3 } })")

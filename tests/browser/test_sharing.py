@@ -32,19 +32,21 @@ WITHOUT = {
 }
 
 
-def sockets_opened(server):
-    """WebSocket connections the server has accepted since it started."""
+def metric(server, name):
+    """The value of an unlabelled metric in a scrape of ``server`` (0 when absent)."""
     with urllib.request.urlopen(f"{server.url.rstrip('/')}/realtime/metrics", timeout=5) as response:
         text = response.read().decode()
-    match = re.search(r"^realtime_connections_opened_total (\S+)$", text, re.M)
+    match = re.search(rf"^{name} (\S+)$", text, re.M)
     return int(float(match.group(1))) if match else 0
+
+
+def sockets_opened(server):
+    """WebSocket connections the server has accepted since it started."""
+    return metric(server, "realtime_connections_opened_total")
 
 
 def sockets_open(server):
-    with urllib.request.urlopen(f"{server.url.rstrip('/')}/realtime/metrics", timeout=5) as response:
-        text = response.read().decode()
-    match = re.search(r"^realtime_connections_open (\S+)$", text, re.M)
-    return int(float(match.group(1))) if match else 0
+    return metric(server, "realtime_connections_open")
 
 
 @pytest.fixture

@@ -1376,11 +1376,21 @@ export class Inbox extends Emitter {
     if (counts === null || heads === null) return;
     const userHead = this._userStream === null ? undefined : heads.get(this._userStream);
     if (this._changedSeq !== null && (userHead === undefined || this._changedSeq > userHead)) return;
+    this._setCounts(this._plusSeenAfter(counts, heads, null), null, heads);
+  }
+
+  /**
+   * `counts` plus the items seen that they do not include: above their
+   * `heads` (the newest seq per stream they include) or, for a stream
+   * without a head, published after server time `at`.
+   */
+  _plusSeenAfter(counts, heads, at) {
     for (const item of this._recent) {
-      const head = heads.get(item.stream);
-      if (head !== undefined && item.seq > head && counts.has(item.stream)) counts.set(item.stream, counts.get(item.stream) + 1);
+      const head = heads ? heads.get(item.stream) : undefined;
+      const after = head !== undefined ? item.seq > head : item.at !== null && at !== null && item.at > at;
+      if (after && counts.has(item.stream)) counts.set(item.stream, counts.get(item.stream) + 1);
     }
-    this._setCounts(counts, null, heads);
+    return counts;
   }
 
   _clearSharedTimer() {
@@ -1443,12 +1453,7 @@ export class Inbox extends Emitter {
       console.warn("realtime: ignoring an inbox.changed message without unread counts", message);
     } else if (at === null || this._countedAt === null || at >= this._countedAt) {
       // Newer than the counts held: take its counts plus the items that came after it.
-      for (const item of this._recent) {
-        const head = heads ? heads.get(item.stream) : undefined;
-        const after = head !== undefined ? item.seq > head : item.at !== null && at !== null && item.at > at;
-        if (after && counts.has(item.stream)) counts.set(item.stream, counts.get(item.stream) + 1);
-      }
-      this._setCounts(counts, at, heads);
+      this._setCounts(this._plusSeenAfter(counts, heads, at), at, heads);
     }
     this._emit("change", message);
   }
