@@ -331,8 +331,9 @@ def test_tabs_start_another_worker_when_theirs_dies_and_lose_nothing(live, profi
     for tab in tabs:
         wait_until(tab, "rec.messages.filter((m) => m.type === 'notice').length >= 5", timeout=30000)
     recovered = time.monotonic() - killed_at
-    # Two checks without an answer, WORKER_CHECK_INTERVAL (5 s) apart, then a new worker and socket.
-    assert recovered < 20, recovered
+    # At worst 15 s: two checks go unanswered, WORKER_CHECK_INTERVAL (5 s)
+    # apart, and the third tick starts a new worker; then a socket and a replay.
+    assert recovered < 25, recovered
     publish_many(worker, "broadcast", [6])
     wait_for_notices(tabs, 6)
     time.sleep(0.3)
